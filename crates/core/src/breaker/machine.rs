@@ -1,0 +1,848 @@
+//! The breaker's state machine for one key: a pure decision on injected time.
+//!
+//! # Rules (DESIGN.md §3)
+//! - **closed → open** right after an outcome (success or failure) is recorded, when a rule
+//!   holds. Rules in precedence order: consecutive failures ≥ `failure_threshold`; window
+//!   error rate ≥ `error_rate_threshold`; window slow-call rate ≥ `slow_call_rate_threshold`.
+//!   The rate rules give no verdict below `min_calls` calls in the window. The transition
+//!   carries the first rule that held as its reason and every rule that held as `rules`.
+//! - **open → half_open** once the open timeout has elapsed (`timeout_elapsed`). This is
+//!   applied lazily by every method, reads included, and stamped with the instant the
+//!   timeout elapsed, not the instant it was noticed.
+//! - **half_open → open** on a failed probe, or when a probe's lease expires without an
+//!   outcome (`half_open_failure`, stamped at the lease's end). The open timeout doubles for
+//!   each re-open without a close in between, up to `open_timeout_max_ms`; jitter applies
+//!   after the cap, so capped breakers still spread their probes.
+//! - **half_open → closed** after `success_threshold` consecutive probe successes
+//!   (`success_threshold_reached`): fresh window, counters and backoff.
+//! - **admin**: `force_open` and `force_closed` hold until `release` (force-open releases
+//!   to half-open so probes decide; force-closed releases to closed); `reset` makes a fresh
+//!   closed breaker. Reason `manual`.
+//!
+//! # Generations
+//! Every transition starts a new generation. An [`Admission`] carries the generation it
+//! was issued in; an outcome from an older generation updates the statistics only, never
+//! the state: a late success while open does not close it, a late failure does not re-open
+//! it or extend its timeout.
+//!
+//! # Half-open bookkeeping
+//! An episode admits at most `half_open_max_calls` probes. An `Ignored` probe outcome (or a
+//! dropped permit) frees its slot; a success or a failure does not. In-flight probes hold a
+//! slot with their start time so the lease can be enforced; there are never more in-flight
+//! probes than slots, so an episode cannot be stuck: every probe resolves or expires.
+//!
+//! # Modes
+//! `metrics_only` runs the same machine but admits the calls it would reject (counted as
+//! shadow rejections; their outcomes are not fed back). `disabled` admits everything and
+//! records nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::{BreakerMode, BreakerSettings};
+use super::window::{SlidingWindow, WindowCounts};
+use crate::outcome::{FailureKind, Outcome};
+use crate::rng::{SplitMix64, jittered};
+use crate::time::Timestamp;
+
+/// The public, never-changing spelling of every trigger and transition reason.
+pub mod reason {
+    /// Consecutive failures reached `failure_threshold`.
+    pub const FAILURE_THRESHOLD_EXCEEDED: &str = "failure_threshold_exceeded";
+    /// The window's error rate reached `error_rate_threshold`.
+    pub const ERROR_RATE_THRESHOLD_EXCEEDED: &str = "error_rate_threshold_exceeded";
+    /// The window's slow-call rate reached `slow_call_rate_threshold`.
+    pub const LATENCY_THRESHOLD_EXCEEDED: &str = "latency_threshold_exceeded";
+    /// A half-open probe failed or its lease expired.
+    pub const HALF_OPEN_FAILURE: &str = "half_open_failure";
+    /// The open timeout elapsed.
+    pub const TIMEOUT_ELAPSED: &str = "timeout_elapsed";
+    /// Enough consecutive probes succeeded.
+    pub const SUCCESS_THRESHOLD_REACHED: &str = "success_threshold_reached";
+    /// An operator acted through the admin API.
+    pub const MANUAL: &str = "manual";
+}
+
+/// The breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Calls flow; outcomes are evaluated.
+    Closed,
+    /// Calls are rejected until the open timeout elapses.
+    Open,
+    /// A bounded number of probes decide between closed and open.
+    HalfOpen,
+}
+
+impl State {
+    /// The spelling used in APIs, logs and the `from`/`to` labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+
+    /// The value of the `router_circuit_breaker_state` gauge: 0 closed, 1 open, 2 half-open.
+    pub const fn gauge_value(self) -> i64 {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        }
+    }
+}
+
+/// An operator override, held until released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forced {
+    /// Held open: every call is rejected.
+    Open,
+    /// Held closed: every call is admitted and no rule opens the breaker.
+    Closed,
+}
+
+/// An opening rule, in precedence order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Consecutive failures.
+    FailureThreshold,
+    /// Window error rate.
+    ErrorRate,
+    /// Window slow-call rate.
+    Latency,
+}
+
+impl Rule {
+    /// Every rule, in precedence order.
+    pub const ALL: [Rule; 3] = [Rule::FailureThreshold, Rule::ErrorRate, Rule::Latency];
+
+    /// The transition reason this rule gives.
+    pub const fn reason(self) -> TransitionReason {
+        match self {
+            Rule::FailureThreshold => TransitionReason::FailureThresholdExceeded,
+            Rule::ErrorRate => TransitionReason::ErrorRateThresholdExceeded,
+            Rule::Latency => TransitionReason::LatencyThresholdExceeded,
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The set of rules that held at an opening.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleSet(u8);
+
+impl RuleSet {
+    /// No rule.
+    pub const EMPTY: RuleSet = RuleSet(0);
+
+    /// Adds `rule`.
+    pub fn insert(&mut self, rule: Rule) {
+        self.0 |= rule.bit();
+    }
+
+    /// Whether `rule` is in the set.
+    pub const fn contains(self, rule: Rule) -> bool {
+        self.0 & rule.bit() != 0
+    }
+
+    /// Whether no rule is in the set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The rules in precedence order.
+    pub fn iter(self) -> impl Iterator<Item = Rule> {
+        Rule::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+
+    /// The rule that takes precedence.
+    pub fn primary(self) -> Option<Rule> {
+        self.iter().next()
+    }
+
+    /// The reason strings of the rules, in precedence order.
+    pub fn reasons(self) -> impl Iterator<Item = &'static str> {
+        self.iter().map(|r| r.reason().as_str())
+    }
+}
+
+impl Serialize for RuleSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.reasons())
+    }
+}
+
+/// Why a transition happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionReason {
+    /// [`reason::FAILURE_THRESHOLD_EXCEEDED`]
+    FailureThresholdExceeded,
+    /// [`reason::ERROR_RATE_THRESHOLD_EXCEEDED`]
+    ErrorRateThresholdExceeded,
+    /// [`reason::LATENCY_THRESHOLD_EXCEEDED`]
+    LatencyThresholdExceeded,
+    /// [`reason::HALF_OPEN_FAILURE`]
+    HalfOpenFailure,
+    /// [`reason::TIMEOUT_ELAPSED`]
+    TimeoutElapsed,
+    /// [`reason::SUCCESS_THRESHOLD_REACHED`]
+    SuccessThresholdReached,
+    /// [`reason::MANUAL`]
+    Manual,
+}
+
+impl TransitionReason {
+    /// Every reason.
+    pub const ALL: [TransitionReason; 7] = [
+        TransitionReason::FailureThresholdExceeded,
+        TransitionReason::ErrorRateThresholdExceeded,
+        TransitionReason::LatencyThresholdExceeded,
+        TransitionReason::HalfOpenFailure,
+        TransitionReason::TimeoutElapsed,
+        TransitionReason::SuccessThresholdReached,
+        TransitionReason::Manual,
+    ];
+
+    /// The public spelling (see [`reason`]).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransitionReason::FailureThresholdExceeded => reason::FAILURE_THRESHOLD_EXCEEDED,
+            TransitionReason::ErrorRateThresholdExceeded => reason::ERROR_RATE_THRESHOLD_EXCEEDED,
+            TransitionReason::LatencyThresholdExceeded => reason::LATENCY_THRESHOLD_EXCEEDED,
+            TransitionReason::HalfOpenFailure => reason::HALF_OPEN_FAILURE,
+            TransitionReason::TimeoutElapsed => reason::TIMEOUT_ELAPSED,
+            TransitionReason::SuccessThresholdReached => reason::SUCCESS_THRESHOLD_REACHED,
+            TransitionReason::Manual => reason::MANUAL,
+        }
+    }
+
+    /// Whether this reason opens a closed breaker (a `trigger_reason`).
+    pub const fn is_trigger(self) -> bool {
+        matches!(
+            self,
+            TransitionReason::FailureThresholdExceeded
+                | TransitionReason::ErrorRateThresholdExceeded
+                | TransitionReason::LatencyThresholdExceeded
+        )
+    }
+}
+
+/// One state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// When it logically happened (the instant a timeout or lease elapsed, for lazy ones).
+    #[serde(skip)]
+    pub at: Timestamp,
+    /// State before.
+    pub from: State,
+    /// State after.
+    pub to: State,
+    /// Why.
+    pub reason: TransitionReason,
+    /// Every opening rule that held (closed → open only).
+    pub rules: RuleSet,
+}
+
+/// The last time the breaker opened, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Opening {
+    /// When.
+    #[serde(skip)]
+    pub at: Timestamp,
+    /// The primary reason.
+    pub reason: TransitionReason,
+    /// Every rule that held.
+    pub rules: RuleSet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Call,
+    Probe(u8),
+    Unchecked,
+}
+
+/// Permission to make one call: plain data handed back with the call's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    generation: u64,
+    started: Timestamp,
+    role: Role,
+}
+
+impl Admission {
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.role, Role::Probe(_))
+    }
+
+    /// When the call was admitted.
+    pub fn started(&self) -> Timestamp {
+        self.started
+    }
+
+    /// Whether the call was admitted without being tracked (`metrics_only` shadow
+    /// rejection, or `disabled` mode).
+    pub fn is_unchecked(&self) -> bool {
+        self.role == Role::Unchecked
+    }
+}
+
+/// A call refused by the breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The state that refused it.
+    pub state: State,
+    /// When to try again: the rest of the open timeout, or of the earliest probe lease.
+    pub retry_after: Duration,
+    /// Whether an operator holds the breaker open.
+    pub forced: bool,
+}
+
+/// What [`Breaker::record`] did with an outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordEffect {
+    /// The outcome counted toward the state.
+    Counted,
+    /// The outcome came from an older generation: statistics only.
+    Stale,
+    /// The call was not tracked (shadow or disabled): statistics only.
+    Unchecked,
+}
+
+/// Cumulative per-breaker statistics (never reset by transitions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BreakerStats {
+    /// Calls admitted.
+    pub admitted: u64,
+    /// Calls rejected.
+    pub rejected: u64,
+    /// Calls that `metrics_only` admitted but `enforce` would have rejected.
+    pub shadow_rejected: u64,
+    /// Successes reported.
+    pub successes: u64,
+    /// Failures reported.
+    pub failures: u64,
+    /// Ignored outcomes and dropped permits.
+    pub ignored: u64,
+    /// Outcomes from an older generation.
+    pub stale: u64,
+}
+
+/// Everything an operator or an exporter may want to know about one breaker.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BreakerSnapshot {
+    /// Current state (lazy transitions applied).
+    pub state: State,
+    /// Operator override, if any.
+    pub forced: Option<Forced>,
+    /// Mode.
+    pub mode: BreakerMode,
+    /// Current generation.
+    pub generation: u64,
+    /// When the current state was entered.
+    #[serde(skip)]
+    pub since: Timestamp,
+    /// Time left before half-open (open and not forced only).
+    #[serde(skip)]
+    pub open_remaining: Option<Duration>,
+    /// Window counts.
+    pub window: WindowCounts,
+    /// Window error rate.
+    pub error_rate: f64,
+    /// Window slow-call rate.
+    pub slow_call_rate: f64,
+    /// Current run of consecutive failures.
+    pub consecutive_failures: u32,
+    /// Probes admitted in the current half-open episode.
+    pub probes_admitted: u32,
+    /// Probes in flight.
+    pub probes_in_flight: u32,
+    /// Consecutive probe successes in the current episode.
+    pub probe_successes: u32,
+    /// Openings since the last close (drives the timeout backoff).
+    pub openings_since_close: u32,
+    /// The last opening.
+    pub last_opening: Option<Opening>,
+    /// Cumulative statistics.
+    pub stats: BreakerStats,
+}
+
+const FREE: u64 = u64::MAX;
+
+/// One circuit breaker. Not thread-safe by itself: see [`super::BreakerRegistry`].
+#[derive(Clone, Debug)]
+pub struct Breaker {
+    settings: Arc<BreakerSettings>,
+    state: State,
+    forced: Option<Forced>,
+    generation: u64,
+    since: Timestamp,
+    open_until: Timestamp,
+    openings_since_close: u32,
+    consecutive_failures: u32,
+    window: SlidingWindow,
+    probes_admitted: u32,
+    probe_successes: u32,
+    probe_starts: Box<[u64]>,
+    rng: SplitMix64,
+    last_opening: Option<Opening>,
+    last_used: Timestamp,
+    stats: BreakerStats,
+}
+
+impl Breaker {
+    /// A closed breaker created at `now`; `seed` drives its open-timeout jitter.
+    pub fn new(settings: Arc<BreakerSettings>, now: Timestamp, seed: u64) -> Self {
+        let window = SlidingWindow::new(settings.buckets, settings.bucket_nanos);
+        let slots = settings.config().half_open_max_calls as usize;
+        Breaker {
+            state: State::Closed,
+            forced: None,
+            generation: 0,
+            since: now,
+            open_until: now,
+            openings_since_close: 0,
+            consecutive_failures: 0,
+            window,
+            probes_admitted: 0,
+            probe_successes: 0,
+            probe_starts: vec![FREE; slots].into_boxed_slice(),
+            rng: SplitMix64::new(seed),
+            last_opening: None,
+            last_used: now,
+            stats: BreakerStats::default(),
+            settings,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Arc<BreakerSettings> {
+        &self.settings
+    }
+
+    fn mode(&self) -> BreakerMode {
+        self.settings.config().mode
+    }
+
+    /// Asks to make one call at `now`.
+    pub fn acquire(
+        &mut self,
+        now: Timestamp,
+        on: &mut impl FnMut(Transition),
+    ) -> Result<Admission, Rejection> {
+        if self.mode() == BreakerMode::Disabled {
+            self.stats.admitted += 1;
+            return Ok(Admission {
+                generation: self.generation,
+                started: now,
+                role: Role::Unchecked,
+            });
+        }
+        self.advance(now, on);
+        self.last_used = self.last_used.max(now);
+        let decision = match (self.forced, self.state) {
+            (Some(Forced::Closed), _) | (None, State::Closed) => Ok(Role::Call),
+            (Some(Forced::Open), _) => Err(Rejection {
+                state: State::Open,
+                retry_after: Duration::from_nanos(self.settings.open_timeout_nanos),
+                forced: true,
+            }),
+            (None, State::Open) => Err(Rejection {
+                state: State::Open,
+                retry_after: now.until(self.open_until),
+                forced: false,
+            }),
+            (None, State::HalfOpen) => self.take_probe_slot(now),
+        };
+        match decision {
+            Ok(role) => {
+                self.stats.admitted += 1;
+                Ok(Admission {
+                    generation: self.generation,
+                    started: now,
+                    role,
+                })
+            }
+            Err(_) if self.mode() == BreakerMode::MetricsOnly => {
+                self.stats.admitted += 1;
+                self.stats.shadow_rejected += 1;
+                Ok(Admission {
+                    generation: self.generation,
+                    started: now,
+                    role: Role::Unchecked,
+                })
+            }
+            Err(rejection) => {
+                self.stats.rejected += 1;
+                Err(rejection)
+            }
+        }
+    }
+
+    fn take_probe_slot(&mut self, now: Timestamp) -> Result<Role, Rejection> {
+        let max = self.settings.config().half_open_max_calls;
+        let free = self.probe_starts.iter().position(|s| *s == FREE);
+        match free {
+            Some(slot) if self.probes_admitted < max => {
+                self.probe_starts[slot] = now.as_nanos();
+                self.probes_admitted += 1;
+                // `slot` < half_open_max_calls <= 64.
+                Ok(Role::Probe(slot as u8))
+            }
+            _ => {
+                let retry_after = self
+                    .earliest_lease_end()
+                    .map_or(Duration::from_millis(1), |end| {
+                        now.until(end).max(Duration::from_millis(1))
+                    });
+                Err(Rejection {
+                    state: State::HalfOpen,
+                    retry_after,
+                    forced: false,
+                })
+            }
+        }
+    }
+
+    /// Reports the outcome of an admitted call at `now`.
+    pub fn record(
+        &mut self,
+        admission: Admission,
+        outcome: Outcome,
+        now: Timestamp,
+        on: &mut impl FnMut(Transition),
+    ) -> RecordEffect {
+        match outcome {
+            Outcome::Success => self.stats.successes += 1,
+            Outcome::Failure(_) => self.stats.failures += 1,
+            Outcome::Ignored => self.stats.ignored += 1,
+        }
+        if admission.role == Role::Unchecked {
+            return RecordEffect::Unchecked;
+        }
+        self.advance(now, on);
+        self.last_used = self.last_used.max(now);
+        if admission.generation != self.generation {
+            self.stats.stale += 1;
+            return RecordEffect::Stale;
+        }
+        match (self.state, admission.role) {
+            (State::Closed, Role::Call) => self.record_closed(admission, outcome, now, on),
+            (State::HalfOpen, Role::Probe(slot)) => self.record_probe(slot, outcome, now, on),
+            _ => {
+                self.stats.stale += 1;
+                return RecordEffect::Stale;
+            }
+        }
+        RecordEffect::Counted
+    }
+
+    fn record_closed(
+        &mut self,
+        admission: Admission,
+        outcome: Outcome,
+        now: Timestamp,
+        on: &mut impl FnMut(Transition),
+    ) {
+        let slow = now.since(admission.started).as_nanos()
+            > u128::from(self.settings.latency_threshold_nanos);
+        match outcome {
+            Outcome::Success => {
+                self.consecutive_failures = 0;
+                self.window.record(now.as_nanos(), false, slow);
+            }
+            Outcome::Failure(kind) => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.window
+                    .record(now.as_nanos(), true, slow && kind != FailureKind::Timeout);
+            }
+            Outcome::Ignored => return,
+        }
+        if self.forced.is_some() {
+            return;
+        }
+        let rules = self.rules_holding(now);
+        if let Some(primary) = rules.primary() {
+            self.open(now, primary.reason(), rules, on);
+        }
+    }
+
+    /// The opening rules that hold at `now`.
+    fn rules_holding(&mut self, now: Timestamp) -> RuleSet {
+        let config = self.settings.config();
+        let mut rules = RuleSet::EMPTY;
+        if config.failure_threshold > 0 && self.consecutive_failures >= config.failure_threshold {
+            rules.insert(Rule::FailureThreshold);
+        }
+        let counts = self.window.counts(now.as_nanos());
+        if counts.calls >= config.min_calls {
+            if config.error_rate_threshold > 0.0
+                && counts.error_rate() >= config.error_rate_threshold
+            {
+                rules.insert(Rule::ErrorRate);
+            }
+            if config.slow_call_rate_threshold > 0.0
+                && counts.slow_rate() >= config.slow_call_rate_threshold
+            {
+                rules.insert(Rule::Latency);
+            }
+        }
+        rules
+    }
+
+    fn record_probe(
+        &mut self,
+        slot: u8,
+        outcome: Outcome,
+        now: Timestamp,
+        on: &mut impl FnMut(Transition),
+    ) {
+        if let Some(start) = self.probe_starts.get_mut(usize::from(slot)) {
+            *start = FREE;
+        }
+        match outcome {
+            Outcome::Success => {
+                self.probe_successes += 1;
+                if self.probe_successes >= self.settings.config().success_threshold {
+                    self.enter(
+                        State::Closed,
+                        now,
+                        TransitionReason::SuccessThresholdReached,
+                        RuleSet::EMPTY,
+                        on,
+                    );
+                }
+            }
+            Outcome::Failure(_) => {
+                self.open(now, TransitionReason::HalfOpenFailure, RuleSet::EMPTY, on);
+            }
+            Outcome::Ignored => self.probes_admitted = self.probes_admitted.saturating_sub(1),
+        }
+    }
+
+    /// Applies the time-driven transitions due at `now`.
+    fn advance(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) {
+        loop {
+            match self.state {
+                State::Open if self.forced.is_none() && now >= self.open_until => {
+                    let at = self.open_until;
+                    self.enter(
+                        State::HalfOpen,
+                        at,
+                        TransitionReason::TimeoutElapsed,
+                        RuleSet::EMPTY,
+                        on,
+                    );
+                }
+                State::HalfOpen => match self.earliest_lease_end() {
+                    Some(end) if end <= now => {
+                        self.open(end, TransitionReason::HalfOpenFailure, RuleSet::EMPTY, on);
+                    }
+                    _ => break,
+                },
+                _ => break,
+            }
+        }
+    }
+
+    fn earliest_lease_end(&self) -> Option<Timestamp> {
+        let start = self
+            .probe_starts
+            .iter()
+            .copied()
+            .filter(|s| *s != FREE)
+            .min()?;
+        Some(Timestamp::from_nanos(
+            start.saturating_add(self.settings.probe_lease_nanos),
+        ))
+    }
+
+    fn open(
+        &mut self,
+        at: Timestamp,
+        reason: TransitionReason,
+        rules: RuleSet,
+        on: &mut impl FnMut(Transition),
+    ) {
+        self.openings_since_close = self.openings_since_close.saturating_add(1);
+        let doublings = (self.openings_since_close - 1).min(63);
+        let capped = self
+            .settings
+            .open_timeout_nanos
+            .saturating_mul(1u64 << doublings)
+            .min(self.settings.open_timeout_max_nanos);
+        let jitter = self.settings.config().open_timeout_jitter;
+        let timeout = (jittered(capped as f64, jitter, &mut self.rng) as u64).max(1);
+        self.open_until = Timestamp::from_nanos(at.as_nanos().saturating_add(timeout));
+        self.last_opening = Some(Opening { at, reason, rules });
+        self.enter(State::Open, at, reason, rules, on);
+    }
+
+    fn enter(
+        &mut self,
+        to: State,
+        at: Timestamp,
+        reason: TransitionReason,
+        rules: RuleSet,
+        on: &mut impl FnMut(Transition),
+    ) {
+        let from = self.state;
+        self.state = to;
+        self.generation += 1;
+        self.since = at;
+        self.consecutive_failures = 0;
+        self.probes_admitted = 0;
+        self.probe_successes = 0;
+        self.probe_starts.fill(FREE);
+        if to == State::Closed {
+            self.window.clear();
+            self.openings_since_close = 0;
+        }
+        on(Transition {
+            at,
+            from,
+            to,
+            reason,
+            rules,
+        });
+    }
+
+    /// The state at `now`, lazy transitions applied.
+    pub fn state(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) -> State {
+        self.advance(now, on);
+        self.state
+    }
+
+    /// A full view at `now`, lazy transitions applied. Admits, counts and resets nothing.
+    pub fn snapshot(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) -> BreakerSnapshot {
+        self.advance(now, on);
+        let window = self.window.counts(now.as_nanos());
+        let open_remaining = (self.state == State::Open && self.forced.is_none())
+            .then(|| now.until(self.open_until));
+        BreakerSnapshot {
+            state: self.state,
+            forced: self.forced,
+            mode: self.mode(),
+            generation: self.generation,
+            since: self.since,
+            open_remaining,
+            window,
+            error_rate: window.error_rate(),
+            slow_call_rate: window.slow_rate(),
+            consecutive_failures: self.consecutive_failures,
+            probes_admitted: self.probes_admitted,
+            probes_in_flight: self.probe_starts.iter().filter(|s| **s != FREE).count() as u32,
+            probe_successes: self.probe_successes,
+            openings_since_close: self.openings_since_close,
+            last_opening: self.last_opening,
+            stats: self.stats,
+        }
+    }
+
+    /// Holds the breaker open until [`Breaker::release`].
+    pub fn force_open(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) {
+        self.advance(now, on);
+        self.forced = Some(Forced::Open);
+        if self.state != State::Open {
+            self.last_opening = Some(Opening {
+                at: now,
+                reason: TransitionReason::Manual,
+                rules: RuleSet::EMPTY,
+            });
+            self.enter(
+                State::Open,
+                now,
+                TransitionReason::Manual,
+                RuleSet::EMPTY,
+                on,
+            );
+        }
+    }
+
+    /// Holds the breaker closed until [`Breaker::release`]: no rule opens it.
+    pub fn force_closed(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) {
+        self.advance(now, on);
+        self.forced = Some(Forced::Closed);
+        if self.state != State::Closed {
+            self.enter(
+                State::Closed,
+                now,
+                TransitionReason::Manual,
+                RuleSet::EMPTY,
+                on,
+            );
+        }
+    }
+
+    /// Ends an override: a breaker held open goes half-open (probes decide), one held
+    /// closed stays closed and resumes evaluating. Without an override, does nothing.
+    pub fn release(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) {
+        self.advance(now, on);
+        if self.forced.take() == Some(Forced::Open) {
+            self.enter(
+                State::HalfOpen,
+                now,
+                TransitionReason::Manual,
+                RuleSet::EMPTY,
+                on,
+            );
+        }
+    }
+
+    /// Makes this a fresh closed breaker (statistics are kept). Outcomes of calls admitted
+    /// before the reset are stale.
+    pub fn reset(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) {
+        self.forced = None;
+        self.window.clear();
+        self.openings_since_close = 0;
+        if self.state == State::Closed {
+            self.generation += 1;
+            self.consecutive_failures = 0;
+        } else {
+            self.enter(
+                State::Closed,
+                now,
+                TransitionReason::Manual,
+                RuleSet::EMPTY,
+                on,
+            );
+        }
+    }
+
+    /// Switches to `settings` and restarts fresh and closed; outcomes of calls admitted
+    /// before are stale.
+    pub fn reconfigure(
+        &mut self,
+        settings: Arc<BreakerSettings>,
+        now: Timestamp,
+        on: &mut impl FnMut(Transition),
+    ) {
+        self.reset(now, on);
+        self.window = SlidingWindow::new(settings.buckets, settings.bucket_nanos);
+        self.probe_starts =
+            vec![FREE; settings.config().half_open_max_calls as usize].into_boxed_slice();
+        self.settings = settings;
+    }
+
+    /// Whether the breaker may be dropped: closed, not forced, unused for `idle`.
+    pub fn is_evictable(&self, now: Timestamp, idle: Duration) -> bool {
+        self.state == State::Closed && self.forced.is_none() && now.since(self.last_used) >= idle
+    }
+
+    /// Heap bytes owned by this breaker (the settings are shared and not counted).
+    pub fn heap_bytes(&self) -> usize {
+        self.window.heap_bytes() + std::mem::size_of_val(&*self.probe_starts)
+    }
+}

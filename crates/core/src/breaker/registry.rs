@@ -1,0 +1,346 @@
+//! The breaker registry: one [`Breaker`] per [`BreakerKey`], shared by every thread.
+//!
+//! Breakers are created on first use and live in shards (a mutex-guarded hash table each,
+//! chosen by the key's hash), so threads working on different keys rarely meet. A request
+//! looks its breaker up once ([`BreakerRegistry::handle`]) and then takes one [`Permit`] per
+//! attempt; the permit reports exactly one outcome, and a permit dropped without a report
+//! counts as `Ignored` (which frees a half-open probe slot).
+//!
+//! Every transition, whoever causes it (an acquire, a record, a read, an admin action), is
+//! reported to the registry's [`BreakerObserver`] while the breaker's lock is held, so an
+//! observer sees each key's transitions in order. Observers must be quick (count, log).
+//!
+//! Idle eviction ([`BreakerRegistry::evict_idle`]) drops closed, unforced breakers that
+//! nobody holds and that saw no call for the idle period.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
+
+use super::config::BreakerSettings;
+use super::machine::{
+    Admission, Breaker, BreakerSnapshot, RecordEffect, Rejection, State, Transition,
+};
+use crate::keys::BreakerKey;
+use crate::outcome::Outcome;
+use crate::time::Timestamp;
+
+/// Receives what happens to breakers, for metrics and logs.
+pub trait BreakerObserver: Send + Sync {
+    /// A breaker changed state.
+    fn on_transition(&self, key: &BreakerKey, transition: &Transition);
+    /// A call was refused.
+    fn on_rejection(&self, _key: &BreakerKey, _rejection: &Rejection) {}
+    /// An outcome was reported.
+    fn on_outcome(&self, _key: &BreakerKey, _outcome: Outcome, _effect: RecordEffect) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoopObserver;
+
+impl BreakerObserver for NoopObserver {
+    fn on_transition(&self, _key: &BreakerKey, _transition: &Transition) {}
+}
+
+/// A breaker and its key, as stored in the registry.
+#[derive(Debug)]
+pub struct BreakerCell {
+    key: BreakerKey,
+    breaker: Mutex<Breaker>,
+}
+
+impl BreakerCell {
+    fn lock(&self) -> MutexGuard<'_, Breaker> {
+        // A panic while holding the lock cannot leave a breaker half-updated in a way that
+        // matters more than losing the key's protection, so poisoning is ignored.
+        self.breaker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+type Shard = Mutex<HashTable<Arc<BreakerCell>>>;
+
+/// All breakers of a router.
+#[derive(Debug)]
+pub struct BreakerRegistry<O> {
+    shards: Box<[Shard]>,
+    hasher: DefaultHashBuilder,
+    defaults: Arc<BreakerSettings>,
+    observer: O,
+    seed: u64,
+}
+
+impl<O: BreakerObserver> BreakerRegistry<O> {
+    /// A registry with `shards` shards (rounded up to a power of two, at least 1) whose new
+    /// breakers use `defaults`; `seed` drives their jitter.
+    pub fn new(defaults: BreakerSettings, shards: usize, seed: u64, observer: O) -> Self {
+        let n = shards.max(1).next_power_of_two();
+        BreakerRegistry {
+            shards: (0..n).map(|_| Mutex::new(HashTable::new())).collect(),
+            hasher: DefaultHashBuilder::default(),
+            defaults: Arc::new(defaults),
+            observer,
+            seed,
+        }
+    }
+
+    /// The observer.
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// The settings of breakers created without their own.
+    pub fn defaults(&self) -> &Arc<BreakerSettings> {
+        &self.defaults
+    }
+
+    fn hash(&self, tenant: &str, provider: &str) -> u64 {
+        self.hasher.hash_one((tenant, provider))
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, HashTable<Arc<BreakerCell>>> {
+        // High bits choose the shard; the table itself uses the low bits.
+        let i = (hash >> 48) as usize & (self.shards.len() - 1);
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The breaker for `key`, created with the default settings if missing.
+    pub fn handle(&self, key: &BreakerKey) -> BreakerHandle<'_, O> {
+        self.handle_with(key, &self.defaults)
+    }
+
+    /// The breaker for `key`, created with `settings` if missing. An existing breaker keeps
+    /// its settings until it is reset through [`BreakerRegistry::replace_settings`].
+    pub fn handle_with(
+        &self,
+        key: &BreakerKey,
+        settings: &Arc<BreakerSettings>,
+    ) -> BreakerHandle<'_, O> {
+        let hash = self.hash(key.tenant.as_str(), key.provider.as_str());
+        let mut shard = self.shard(hash);
+        let eq = |c: &Arc<BreakerCell>| c.key == *key;
+        let cell = match shard.find(hash, eq) {
+            Some(cell) => Arc::clone(cell),
+            None => {
+                let now = Timestamp::ZERO;
+                let cell = Arc::new(BreakerCell {
+                    key: key.clone(),
+                    breaker: Mutex::new(Breaker::new(Arc::clone(settings), now, self.seed ^ hash)),
+                });
+                let hasher = &self.hasher;
+                shard.insert_unique(hash, Arc::clone(&cell), |c| {
+                    hasher.hash_one((c.key.tenant.as_str(), c.key.provider.as_str()))
+                });
+                cell
+            }
+        };
+        BreakerHandle {
+            registry: self,
+            cell,
+        }
+    }
+
+    /// The breaker for `key` if it exists (never creates one).
+    pub fn get(&self, key: &BreakerKey) -> Option<BreakerHandle<'_, O>> {
+        let hash = self.hash(key.tenant.as_str(), key.provider.as_str());
+        let shard = self.shard(hash);
+        let cell = shard.find(hash, |c| c.key == *key).map(Arc::clone)?;
+        Some(BreakerHandle {
+            registry: self,
+            cell,
+        })
+    }
+
+    /// Every breaker, in no particular order.
+    pub fn handles(&self) -> Vec<BreakerHandle<'_, O>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(shard.iter().map(|cell| BreakerHandle {
+                registry: self,
+                cell: Arc::clone(cell),
+            }));
+        }
+        out
+    }
+
+    /// Number of breakers.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether there are no breakers.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Gives the breaker for `key` new settings; it restarts fresh and closed.
+    pub fn replace_settings(
+        &self,
+        key: &BreakerKey,
+        settings: Arc<BreakerSettings>,
+        now: Timestamp,
+    ) {
+        let handle = self.handle_with(key, &settings);
+        handle.with(|b, on| {
+            if !Arc::ptr_eq(b.settings(), &settings) {
+                b.reconfigure(settings, now, &mut |t| on(t));
+            }
+        });
+    }
+
+    /// Drops breakers that are closed, not forced, not held by anyone and idle for `idle`.
+    /// Returns how many were dropped.
+    pub fn evict_idle(&self, now: Timestamp, idle: Duration) -> usize {
+        let mut evicted = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.retain(|cell| {
+                let keep = Arc::strong_count(cell) > 1 || !cell.lock().is_evictable(now, idle);
+                evicted += usize::from(!keep);
+                keep
+            });
+        }
+        evicted
+    }
+
+    /// Removes every breaker (tests and `reset all`).
+    pub fn reset_all(&self, now: Timestamp) {
+        for handle in self.handles() {
+            handle.reset(now);
+        }
+        for shard in self.shards.iter() {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
+
+/// One breaker, looked up. Cheap to keep for the length of a request.
+#[derive(Debug)]
+pub struct BreakerHandle<'r, O> {
+    registry: &'r BreakerRegistry<O>,
+    cell: Arc<BreakerCell>,
+}
+
+impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
+    /// The key.
+    pub fn key(&self) -> &BreakerKey {
+        &self.cell.key
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Breaker, &mut dyn FnMut(Transition)) -> T) -> T {
+        let observer = &self.registry.observer;
+        let key = &self.cell.key;
+        let mut breaker = self.cell.lock();
+        let mut on = |t: Transition| observer.on_transition(key, &t);
+        f(&mut breaker, &mut on)
+    }
+
+    /// Asks to make one call at `now`.
+    pub fn acquire(&self, now: Timestamp) -> Result<Permit<'_, 'r, O>, Rejection> {
+        let result = self.with(|b, on| b.acquire(now, &mut |t| on(t)));
+        match result {
+            Ok(admission) => Ok(Permit {
+                handle: self,
+                admission: Some(admission),
+            }),
+            Err(rejection) => {
+                self.registry
+                    .observer
+                    .on_rejection(&self.cell.key, &rejection);
+                Err(rejection)
+            }
+        }
+    }
+
+    /// The state at `now` (lazy transitions applied).
+    pub fn state(&self, now: Timestamp) -> State {
+        self.with(|b, on| b.state(now, &mut |t| on(t)))
+    }
+
+    /// A full view at `now` (lazy transitions applied; nothing admitted or counted).
+    pub fn snapshot(&self, now: Timestamp) -> BreakerSnapshot {
+        self.with(|b, on| b.snapshot(now, &mut |t| on(t)))
+    }
+
+    /// The breaker's settings.
+    pub fn settings(&self) -> Arc<BreakerSettings> {
+        Arc::clone(self.cell.lock().settings())
+    }
+
+    /// Holds the breaker open until released.
+    pub fn force_open(&self, now: Timestamp) {
+        self.with(|b, on| b.force_open(now, &mut |t| on(t)));
+    }
+
+    /// Holds the breaker closed until released.
+    pub fn force_closed(&self, now: Timestamp) {
+        self.with(|b, on| b.force_closed(now, &mut |t| on(t)));
+    }
+
+    /// Ends an override.
+    pub fn release(&self, now: Timestamp) {
+        self.with(|b, on| b.release(now, &mut |t| on(t)));
+    }
+
+    /// Makes the breaker fresh and closed.
+    pub fn reset(&self, now: Timestamp) {
+        self.with(|b, on| b.reset(now, &mut |t| on(t)));
+    }
+
+    fn record(&self, admission: Admission, outcome: Outcome, now: Timestamp) -> RecordEffect {
+        let effect = self.with(|b, on| b.record(admission, outcome, now, &mut |t| on(t)));
+        self.registry
+            .observer
+            .on_outcome(&self.cell.key, outcome, effect);
+        effect
+    }
+}
+
+/// Permission for one call. Report its outcome with [`Permit::record`]; dropping it
+/// unreported counts as `Ignored`, which frees a half-open probe slot.
+#[derive(Debug)]
+#[must_use = "a permit reports its call's outcome; dropping it counts as ignored"]
+pub struct Permit<'h, 'r, O: BreakerObserver> {
+    handle: &'h BreakerHandle<'r, O>,
+    admission: Option<Admission>,
+}
+
+impl<O: BreakerObserver> Permit<'_, '_, O> {
+    /// The admission data (probe or not, start time).
+    pub fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
+    }
+
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.admission.is_some_and(|a| a.is_probe())
+    }
+
+    /// Reports the call's outcome at `now`. Exactly one outcome per permit.
+    pub fn record(mut self, outcome: Outcome, now: Timestamp) -> RecordEffect {
+        match self.admission.take() {
+            Some(admission) => self.handle.record(admission, outcome, now),
+            None => RecordEffect::Stale,
+        }
+    }
+}
+
+impl<O: BreakerObserver> Drop for Permit<'_, '_, O> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.handle
+                .record(admission, Outcome::Ignored, admission.started());
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! A time-bucketed sliding window of call counts.
+//!
+//! The window is `buckets` buckets of `bucket_nanos` each. Time is cut into epochs
+//! (`t / bucket_nanos`); the bucket for epoch `e` lives at index `e % buckets`. At time `t`
+//! (epoch `c`) the window holds exactly the epochs `c - buckets + 1 ..= c`, so:
+//! - no event older than the window is ever counted (its epoch is at most `c - buckets`);
+//! - every event younger than the window minus one bucket is counted.
+//!
+//! Running totals are kept so a read is O(1); sliding forward subtracts every bucket that
+//! left the window (all of them after an idle gap longer than the window: the fault of
+//! rubyist/circuitbreaker PR #36 was to clear only one). Memory is one allocation of
+//! `buckets` small buckets, made at construction; recording never allocates.
+//!
+//! Events stamped earlier than the newest bucket (threads racing to the breaker's lock)
+//! are counted in their own bucket while it is still in the window, and dropped otherwise.
+
+use serde::Serialize;
+
+/// Counts of completed calls in a window (or a bucket).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WindowCounts {
+    /// Completed calls: successes plus failures (ignored outcomes are not calls).
+    pub calls: u32,
+    /// Failed calls.
+    pub failures: u32,
+    /// Slow calls: completed (not timed out) with latency above the threshold.
+    pub slow: u32,
+}
+
+impl WindowCounts {
+    /// Failures / calls, 0 for an empty window.
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.failures, self.calls)
+    }
+
+    /// Slow calls / calls, 0 for an empty window.
+    pub fn slow_rate(&self) -> f64 {
+        ratio(self.slow, self.calls)
+    }
+
+    fn add(&mut self, other: WindowCounts) {
+        self.calls = self.calls.saturating_add(other.calls);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.slow = self.slow.saturating_add(other.slow);
+    }
+
+    fn sub(&mut self, other: WindowCounts) {
+        self.calls = self.calls.saturating_sub(other.calls);
+        self.failures = self.failures.saturating_sub(other.failures);
+        self.slow = self.slow.saturating_sub(other.slow);
+    }
+}
+
+fn ratio(part: u32, whole: u32) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        f64::from(part) / f64::from(whole)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    epoch: u64,
+    counts: WindowCounts,
+}
+
+/// The sliding window. Times are nanoseconds on the breaker's clock.
+#[derive(Clone, Debug)]
+pub struct SlidingWindow {
+    buckets: Box<[Bucket]>,
+    bucket_nanos: u64,
+    head_epoch: u64,
+    totals: WindowCounts,
+}
+
+impl SlidingWindow {
+    /// An empty window of `buckets` buckets (at least 1) of `bucket_nanos` (at least 1).
+    pub fn new(buckets: u32, bucket_nanos: u64) -> Self {
+        let n = buckets.max(1) as usize;
+        SlidingWindow {
+            buckets: vec![Bucket::default(); n].into_boxed_slice(),
+            bucket_nanos: bucket_nanos.max(1),
+            head_epoch: 0,
+            totals: WindowCounts::default(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.buckets.len() as u64
+    }
+
+    fn index(&self, epoch: u64) -> usize {
+        (epoch % self.len()) as usize
+    }
+
+    /// Slides the window so that it ends at `now_nanos`. Earlier times change nothing.
+    pub fn advance(&mut self, now_nanos: u64) {
+        let epoch = now_nanos / self.bucket_nanos;
+        if epoch <= self.head_epoch {
+            return;
+        }
+        if epoch - self.head_epoch >= self.len() {
+            self.buckets.fill(Bucket::default());
+            self.totals = WindowCounts::default();
+        } else {
+            for e in self.head_epoch + 1..=epoch {
+                let i = self.index(e);
+                let old = std::mem::take(&mut self.buckets[i]);
+                self.totals.sub(old.counts);
+            }
+        }
+        self.head_epoch = epoch;
+    }
+
+    /// Records one completed call at `now_nanos`.
+    pub fn record(&mut self, now_nanos: u64, failure: bool, slow: bool) {
+        self.advance(now_nanos);
+        let epoch = now_nanos / self.bucket_nanos;
+        if epoch + self.len() <= self.head_epoch {
+            return; // older than the window: never counted
+        }
+        let i = self.index(epoch);
+        let bucket = &mut self.buckets[i];
+        if bucket.epoch != epoch {
+            // A bucket emptied by `advance` takes its new epoch on its first event.
+            self.totals.sub(bucket.counts);
+            *bucket = Bucket {
+                epoch,
+                counts: WindowCounts::default(),
+            };
+        }
+        let event = WindowCounts {
+            calls: 1,
+            failures: u32::from(failure),
+            slow: u32::from(slow),
+        };
+        bucket.counts.add(event);
+        self.totals.add(event);
+    }
+
+    /// The counts of the window ending at `now_nanos`.
+    pub fn counts(&mut self, now_nanos: u64) -> WindowCounts {
+        self.advance(now_nanos);
+        self.totals
+    }
+
+    /// The counts as of the last advance, without sliding (for passive displays).
+    pub fn totals(&self) -> WindowCounts {
+        self.totals
+    }
+
+    /// Empties the window.
+    pub fn clear(&mut self) {
+        self.buckets.fill(Bucket::default());
+        self.totals = WindowCounts::default();
+    }
+
+    /// Heap bytes held by this window.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn counts_events_inside_the_window_only() {
+        let mut w = SlidingWindow::new(10, 1000 * MS);
+        w.record(0, true, false);
+        w.record(5_000 * MS, false, true);
+        assert_eq!(
+            w.counts(9_999 * MS),
+            WindowCounts {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
+        // At 10 s the bucket of epoch 0 leaves the window.
+        assert_eq!(
+            w.counts(10_000 * MS),
+            WindowCounts {
+                calls: 1,
+                failures: 0,
+                slow: 1
+            }
+        );
+        assert_eq!(w.counts(15_000 * MS).calls, 0);
+    }
+
+    #[test]
+    fn an_idle_gap_longer_than_the_window_drops_every_bucket() {
+        let mut w = SlidingWindow::new(10, 1000 * MS);
+        for s in 0..4 {
+            w.record(s * 1000 * MS, true, false);
+        }
+        w.record(15_000 * MS, true, false);
+        assert_eq!(w.counts(15_001 * MS).failures, 1);
+    }
+
+    #[test]
+    fn late_stamped_events_land_in_their_own_bucket_or_nowhere() {
+        let mut w = SlidingWindow::new(4, 100 * MS);
+        w.record(350 * MS, false, false);
+        w.record(120 * MS, true, false); // epoch 1, still inside (epochs 0..=3)
+        assert_eq!(w.counts(350 * MS).failures, 1);
+        w.record(450 * MS, false, false); // head epoch 4: epoch 0 gone, epoch 1 stays
+        w.record(10 * MS, true, false); // epoch 0: outside, dropped
+        assert_eq!(
+            w.counts(450 * MS),
+            WindowCounts {
+                calls: 3,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(
+            w.counts(500 * MS),
+            WindowCounts {
+                calls: 2,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
+}
