@@ -36,6 +36,8 @@ impl Timestamp {
     }
 
     /// This timestamp moved `d` later (saturating at the end of time).
+    // Saturating, unlike `std::ops::Add` would suggest; kept as a named method.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: Duration) -> Self {
         Timestamp(self.0.saturating_add(duration_nanos(d)))
     }
