@@ -164,7 +164,7 @@ impl JetStreamPublisher {
             .await
             .map_err(|e| stream_err(e.to_string()))?;
         let info = stream.info().await.map_err(|e| stream_err(e.to_string()))?;
-        if !info.config.subjects.iter().any(|s| *s == subjects) {
+        if !info.config.subjects.contains(&subjects) {
             return Err(stream_err(format!(
                 "exists with subjects {:?}, which do not include {subjects}",
                 info.config.subjects

@@ -16,5 +16,5 @@ mod registry;
 mod tenants;
 
 pub use exposition::{Sample, Snapshot};
-pub use registry::RouterMetrics;
+pub use registry::{NO_PROVIDER, RequestOutcome, RouterMetrics};
 pub use tenants::{OVERFLOW_TENANT, TenantLabels};

@@ -154,21 +154,26 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<String, String>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let text = scrape().await.map_err(WaitError::Scrape)?;
-        let snapshot = Snapshot::parse(&text).map_err(|e| WaitError::Scrape(e.to_string()))?;
-        if condition(&snapshot) {
-            return Ok(snapshot);
+    let mut last = Snapshot::default();
+    let polled = tokio::time::timeout(timeout, async {
+        loop {
+            let text = scrape().await.map_err(WaitError::Scrape)?;
+            let snapshot = Snapshot::parse(&text).map_err(|e| WaitError::Scrape(e.to_string()))?;
+            if condition(&snapshot) {
+                return Ok(snapshot);
+            }
+            last = snapshot;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(WaitError::TimedOut {
-                what: what.to_owned(),
-                timeout,
-                dump: dump(&snapshot),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    match polled {
+        Ok(result) => result,
+        Err(_elapsed) => Err(WaitError::TimedOut {
+            what: what.to_owned(),
+            timeout,
+            dump: dump(&last),
+        }),
     }
 }
 

@@ -1,0 +1,202 @@
+//! Server configuration: one TOML file, environment overrides, CLI flags (applied by the
+//! binary in that order), validated at once with errors that name the key.
+//!
+//! Every default lives here, in the `Default` impls; `serve --check-config` prints the
+//! effective configuration, and the README's configuration section shows this file's
+//! defaults as TOML.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use beamline_broker::jetstream::NatsConfig;
+use beamline_core::breaker::{BreakerConfig, BreakerSettings, ConfigError};
+use beamline_core::retry::{RetryConfig, RetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// Which broker the router publishes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BrokerConfig {
+    /// The in-process broker (default): no setup.
+    Embedded {
+        /// Most messages it stores.
+        #[serde(default = "default_embedded_capacity")]
+        max_messages: usize,
+    },
+    /// NATS JetStream.
+    Nats(NatsConfig),
+}
+
+fn default_embedded_capacity() -> usize {
+    1_000_000
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig::Embedded {
+            max_messages: default_embedded_capacity(),
+        }
+    }
+}
+
+/// Size limits on what clients send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest `payload` (its JSON text), in bytes.
+    pub max_payload_bytes: usize,
+    /// Longest `message_id`, in bytes.
+    pub max_message_id_len: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1024 * 1024,
+            max_payload_bytes: 512 * 1024,
+            max_message_id_len: 128,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Bearer token for `/admin/*`; without one the admin API answers 401 to everyone.
+    pub admin_token: Option<String>,
+    /// Whether `/admin/faults` may inject broker faults (never in production).
+    pub faults_enabled: bool,
+    /// The broker.
+    pub broker: BrokerConfig,
+    /// Default breaker settings.
+    pub breaker: BreakerConfig,
+    /// Default retry settings.
+    pub retry: RetryConfig,
+    /// Input limits.
+    pub limits: LimitsConfig,
+    /// Most distinct tenant label values in metrics.
+    pub max_tenant_labels: usize,
+    /// Closed breakers unused this long are dropped.
+    pub breaker_idle_secs: u64,
+    /// Seed for jitter and intermittent faults; 0 picks one at startup.
+    pub seed: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            faults_enabled: false,
+            broker: BrokerConfig::default(),
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
+            limits: LimitsConfig::default(),
+            max_tenant_labels: 1000,
+            breaker_idle_secs: 3600,
+            seed: 0,
+        }
+    }
+}
+
+/// A configuration that passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidConfig {
+    /// The configuration as given.
+    pub raw: ServerConfig,
+    /// Default breaker settings.
+    pub breaker: BreakerSettings,
+    /// Default retry settings.
+    pub retry: RetrySettings,
+}
+
+impl ServerConfig {
+    /// Parses a TOML configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Validates every section.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let retry = self.retry.validate()?;
+        let breaker = self.breaker.validate(retry.attempt_timeout())?;
+        if self.limits.max_payload_bytes > self.limits.max_body_bytes {
+            return Err(ConfigError::new(
+                "limits.max_payload_bytes",
+                self.limits.max_payload_bytes,
+                format!(
+                    "must be at most limits.max_body_bytes ({})",
+                    self.limits.max_body_bytes
+                ),
+            ));
+        }
+        if self.limits.max_message_id_len == 0 || self.limits.max_message_id_len > 1024 {
+            return Err(ConfigError::new(
+                "limits.max_message_id_len",
+                self.limits.max_message_id_len,
+                "must be within 1..=1024",
+            ));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "admin_token",
+                "<hidden>",
+                "must be at least 16 characters",
+            ));
+        }
+        Ok(ValidConfig {
+            raw: self,
+            breaker,
+            retry,
+        })
+    }
+}
+
+impl ValidConfig {
+    /// The idle period after which closed breakers are dropped.
+    pub fn breaker_idle(&self) -> Duration {
+        Duration::from_secs(self.raw.breaker_idle_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_toml() {
+        let c = ServerConfig::default();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(ServerConfig::from_toml(&text).unwrap(), c);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let c = ServerConfig::from_toml("[breaker]\nlatency_threshold_ms = 5000\n").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "breaker.latency_threshold_ms"
+        );
+        let e = ServerConfig::from_toml("[retry]\nmax_atempts = 3\n").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        let short = ServerConfig {
+            admin_token: Some("short".into()),
+            ..Default::default()
+        };
+        assert_eq!(short.validate().unwrap_err().key, "admin_token");
+    }
+
+    #[test]
+    fn nats_broker_section_parses() {
+        let c =
+            ServerConfig::from_toml("[broker]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4333\"\n")
+                .unwrap();
+        assert!(matches!(c.broker, BrokerConfig::Nats(ref n) if n.url.ends_with("4333")));
+    }
+}
