@@ -6,6 +6,11 @@
 //!   error rate ≥ `error_rate_threshold`; window slow-call rate ≥ `slow_call_rate_threshold`.
 //!   The rate rules give no verdict below `min_calls` calls in the window. The transition
 //!   carries the first rule that held as its reason and every rule that held as `rules`.
+//!   The consecutive-failure run is read through the window too: a failure stops counting
+//!   when its bucket leaves the window, so no rule ever counts an event older than the
+//!   window (invariant 1). DESIGN.md §3 leaves the run unbounded in time; that let four
+//!   failures, a long quiet gap and one failure open the breaker (case BR05), so the run
+//!   is bounded by the window here.
 //! - **open → half_open** once the open timeout has elapsed (`timeout_elapsed`). This is
 //!   applied lazily by every method, reads included, and stamped with the instant the
 //!   timeout elapsed, not the instant it was noticed.
@@ -391,7 +396,6 @@ pub struct Breaker {
     since: Timestamp,
     open_until: Timestamp,
     openings_since_close: u32,
-    consecutive_failures: u32,
     window: SlidingWindow,
     probes_admitted: u32,
     probe_successes: u32,
@@ -414,7 +418,6 @@ impl Breaker {
             since: now,
             open_until: now,
             openings_since_close: 0,
-            consecutive_failures: 0,
             window,
             probes_admitted: 0,
             probe_successes: 0,
@@ -560,11 +563,9 @@ impl Breaker {
             > u128::from(self.settings.latency_threshold_nanos);
         match outcome {
             Outcome::Success => {
-                self.consecutive_failures = 0;
                 self.window.record(now.as_nanos(), false, slow);
             }
             Outcome::Failure(kind) => {
-                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 self.window
                     .record(now.as_nanos(), true, slow && kind != FailureKind::Timeout);
             }
@@ -583,7 +584,9 @@ impl Breaker {
     fn rules_holding(&mut self, now: Timestamp) -> RuleSet {
         let config = self.settings.config();
         let mut rules = RuleSet::EMPTY;
-        if config.failure_threshold > 0 && self.consecutive_failures >= config.failure_threshold {
+        if config.failure_threshold > 0
+            && self.window.consecutive_failures(now.as_nanos()) >= config.failure_threshold
+        {
             rules.insert(Rule::FailureThreshold);
         }
         let counts = self.window.counts(now.as_nanos());
@@ -702,7 +705,7 @@ impl Breaker {
         self.state = to;
         self.generation += 1;
         self.since = at;
-        self.consecutive_failures = 0;
+        self.window.end_run();
         self.probes_admitted = 0;
         self.probe_successes = 0;
         self.probe_starts.fill(FREE);
@@ -741,7 +744,7 @@ impl Breaker {
             window,
             error_rate: window.error_rate(),
             slow_call_rate: window.slow_rate(),
-            consecutive_failures: self.consecutive_failures,
+            consecutive_failures: self.window.run_failures(),
             probes_admitted: self.probes_admitted,
             probes_in_flight: self.probe_starts.iter().filter(|s| **s != FREE).count() as u32,
             probe_successes: self.probe_successes,
@@ -809,7 +812,6 @@ impl Breaker {
         self.openings_since_close = 0;
         if self.state == State::Closed {
             self.generation += 1;
-            self.consecutive_failures = 0;
         } else {
             self.enter(
                 State::Closed,

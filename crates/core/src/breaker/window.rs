@@ -13,6 +13,15 @@
 //!
 //! Events stamped earlier than the newest bucket (threads racing to the breaker's lock)
 //! are counted in their own bucket while it is still in the window, and dropped otherwise.
+//!
+//! # The failure run
+//! The window also keeps the current run of consecutive failures (a success ends it, and
+//! so does [`SlidingWindow::end_run`]), counted with the same bucket rule: a failure of the
+//! run stops counting when its bucket leaves the window. So the consecutive-failure rule
+//! obeys window monotonicity like the rate rules do: four failures, a quiet gap longer than
+//! the window, then one failure is a run of one, not five (the fault of case BR05). Each
+//! bucket remembers how many failures of which run it holds; a run's failures leave the
+//! running total as their bucket leaves the window, in O(1) like the other totals.
 
 use serde::Serialize;
 
@@ -63,6 +72,9 @@ fn ratio(part: u32, whole: u32) -> f64 {
 struct Bucket {
     epoch: u64,
     counts: WindowCounts,
+    /// Failures of run `run_id` recorded in this bucket.
+    run_failures: u32,
+    run_id: u32,
 }
 
 /// The sliding window. Times are nanoseconds on the breaker's clock.
@@ -72,6 +84,11 @@ pub struct SlidingWindow {
     bucket_nanos: u64,
     head_epoch: u64,
     totals: WindowCounts,
+    /// The current failure run (wraps; a bucket outlives at most one window, so a stale id
+    /// could only collide after 2^32 runs within one window).
+    run_id: u32,
+    /// Failures of the current run still in the window.
+    run_total: u32,
 }
 
 impl SlidingWindow {
@@ -83,6 +100,8 @@ impl SlidingWindow {
             bucket_nanos: bucket_nanos.max(1),
             head_epoch: 0,
             totals: WindowCounts::default(),
+            run_id: 0,
+            run_total: 0,
         }
     }
 
@@ -103,40 +122,83 @@ impl SlidingWindow {
         if epoch - self.head_epoch >= self.len() {
             self.buckets.fill(Bucket::default());
             self.totals = WindowCounts::default();
+            self.run_total = 0;
         } else {
             for e in self.head_epoch + 1..=epoch {
                 let i = self.index(e);
                 let old = std::mem::take(&mut self.buckets[i]);
-                self.totals.sub(old.counts);
+                self.forget(old);
             }
         }
         self.head_epoch = epoch;
     }
 
-    /// Records one completed call at `now_nanos`.
+    /// Takes a bucket's counts out of the totals.
+    fn forget(&mut self, old: Bucket) {
+        self.totals.sub(old.counts);
+        if old.run_id == self.run_id {
+            self.run_total = self.run_total.saturating_sub(old.run_failures);
+        }
+    }
+
+    /// Records one completed call at `now_nanos`. A success ends the failure run; a failure
+    /// extends it.
     pub fn record(&mut self, now_nanos: u64, failure: bool, slow: bool) {
         self.advance(now_nanos);
+        if !failure {
+            self.end_run();
+        }
         let epoch = now_nanos / self.bucket_nanos;
         if epoch + self.len() <= self.head_epoch {
             return; // older than the window: never counted
         }
         let i = self.index(epoch);
-        let bucket = &mut self.buckets[i];
-        if bucket.epoch != epoch {
+        if self.buckets[i].epoch != epoch {
             // A bucket emptied by `advance` takes its new epoch on its first event.
-            self.totals.sub(bucket.counts);
-            *bucket = Bucket {
-                epoch,
-                counts: WindowCounts::default(),
-            };
+            let old = std::mem::replace(
+                &mut self.buckets[i],
+                Bucket {
+                    epoch,
+                    ..Bucket::default()
+                },
+            );
+            self.forget(old);
         }
         let event = WindowCounts {
             calls: 1,
             failures: u32::from(failure),
             slow: u32::from(slow),
         };
+        let run_id = self.run_id;
+        let bucket = &mut self.buckets[i];
         bucket.counts.add(event);
+        if failure {
+            if bucket.run_id != run_id {
+                bucket.run_id = run_id;
+                bucket.run_failures = 0;
+            }
+            bucket.run_failures = bucket.run_failures.saturating_add(1);
+            self.run_total = self.run_total.saturating_add(1);
+        }
         self.totals.add(event);
+    }
+
+    /// Ends the current failure run: the next failure starts a run of one.
+    pub fn end_run(&mut self) {
+        self.run_id = self.run_id.wrapping_add(1);
+        self.run_total = 0;
+    }
+
+    /// Failures of the current run (no success since, no [`SlidingWindow::end_run`]) still
+    /// in the window ending at `now_nanos`.
+    pub fn consecutive_failures(&mut self, now_nanos: u64) -> u32 {
+        self.advance(now_nanos);
+        self.run_total
+    }
+
+    /// The run's failures as of the last advance, without sliding.
+    pub fn run_failures(&self) -> u32 {
+        self.run_total
     }
 
     /// The counts of the window ending at `now_nanos`.
@@ -150,10 +212,11 @@ impl SlidingWindow {
         self.totals
     }
 
-    /// Empties the window.
+    /// Empties the window and ends the failure run.
     pub fn clear(&mut self) {
         self.buckets.fill(Bucket::default());
         self.totals = WindowCounts::default();
+        self.end_run();
     }
 
     /// Heap bytes held by this window.
@@ -201,6 +264,41 @@ mod tests {
         }
         w.record(15_000 * MS, true, false);
         assert_eq!(w.counts(15_001 * MS).failures, 1);
+    }
+
+    #[test]
+    fn the_failure_run_forgets_failures_whose_bucket_left_the_window() {
+        let mut w = SlidingWindow::new(10, 1000 * MS);
+        for s in 0..4 {
+            w.record(s * 1000 * MS + MS, true, false);
+        }
+        assert_eq!(w.consecutive_failures(3001 * MS), 4);
+        // 15 s later the four old failures are out of the window: a run of one.
+        w.record(15_001 * MS, true, false);
+        assert_eq!(w.consecutive_failures(15_001 * MS), 1);
+        // Within the window, buckets leave one by one.
+        let mut w = SlidingWindow::new(10, 1000 * MS);
+        w.record(500 * MS, true, false);
+        w.record(5_500 * MS, true, false);
+        assert_eq!(w.consecutive_failures(9_999 * MS), 2);
+        assert_eq!(w.consecutive_failures(10_000 * MS), 1);
+    }
+
+    #[test]
+    fn a_success_or_end_run_resets_the_run_but_not_the_rates() {
+        let mut w = SlidingWindow::new(10, 1000 * MS);
+        w.record(0, true, false);
+        w.record(MS, true, false);
+        w.record(2 * MS, false, false);
+        assert_eq!(w.consecutive_failures(2 * MS), 0);
+        w.record(3 * MS, true, false);
+        assert_eq!(w.consecutive_failures(3 * MS), 1);
+        w.end_run();
+        assert_eq!(w.consecutive_failures(3 * MS), 0);
+        assert_eq!(w.counts(3 * MS).failures, 3);
+        // Failures of an ended run leave the window without touching the new run.
+        w.record(9_500 * MS, true, false);
+        assert_eq!(w.consecutive_failures(10_000 * MS), 1);
     }
 
     #[test]

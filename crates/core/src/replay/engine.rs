@@ -368,6 +368,9 @@ impl<'s> Engine<'s> {
                         Forced::Open => "open",
                         Forced::Closed => "closed",
                     }),
+                    window: snapshot.window,
+                    consecutive_failures: snapshot.consecutive_failures,
+                    probe_successes: snapshot.probe_successes,
                     key: self.keys[key].fields.clone(),
                 }));
             }

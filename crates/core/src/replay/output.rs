@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
-use crate::breaker::{RuleSet, State, TransitionReason};
+use crate::breaker::{RuleSet, State, TransitionReason, WindowCounts};
 use crate::keys::{ProviderId, TenantId};
 
 /// A virtual instant or duration, stored in nanoseconds, printed in milliseconds.
@@ -160,6 +160,12 @@ pub struct ReadLine {
     /// Whether an operator holds the state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forced: Option<&'static str>,
+    /// The window's counts at the read.
+    pub window: WindowCounts,
+    /// The current run of consecutive failures in the window.
+    pub consecutive_failures: u32,
+    /// Consecutive probe successes in the current half-open episode.
+    pub probe_successes: u32,
     /// The key, when the trace named it.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub key: Option<KeyFields>,
