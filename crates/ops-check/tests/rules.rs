@@ -25,6 +25,11 @@ fn promtool_check_rules_accepts_every_rule_file() {
 }
 
 #[test]
+fn promtool_check_config_accepts_the_example_prometheus_config() {
+    promtool_ok(&["check", "config"], &["ops/prometheus/prometheus.yml".to_owned()]);
+}
+
+#[test]
 fn promtool_unit_tests_pass() {
     let files = rules::test_files().unwrap();
     assert!(
