@@ -99,8 +99,8 @@ pub struct FaultRule {
 /// One attempt that reached the broker side.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AttemptRecord {
-    /// Milliseconds on the router's clock.
-    pub at_ms: u64,
+    /// Microseconds on the router's clock.
+    pub at_us: u64,
     /// Tenant.
     pub tenant_id: String,
     /// Provider.
@@ -196,15 +196,15 @@ impl FaultInjector {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Attempts journaled at or after `since_ms` (the journal keeps the latest
+    /// Attempts journaled at or after `since_us` (the journal keeps the latest
     /// [`JOURNAL_CAPACITY`]), and the total ever seen.
-    pub fn attempts(&self, since_ms: u64) -> (Vec<AttemptRecord>, u64) {
+    pub fn attempts(&self, since_us: u64) -> (Vec<AttemptRecord>, u64) {
         let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         (
             journal
                 .records
                 .iter()
-                .filter(|r| r.at_ms >= since_ms)
+                .filter(|r| r.at_us >= since_us)
                 .cloned()
                 .collect(),
             journal.total,
@@ -241,7 +241,7 @@ impl FaultInjector {
         }
         journal.total += 1;
         journal.records.push_back(AttemptRecord {
-            at_ms: self.clock.now().as_millis(),
+            at_us: self.clock.now().as_nanos() / 1000,
             tenant_id: message.tenant.to_string(),
             provider_id: message.provider.to_string(),
             faulted,
@@ -352,7 +352,7 @@ mod tests {
         let (records, total) = f.attempts(0);
         assert_eq!(total, 3);
         assert_eq!(records.iter().filter(|r| r.faulted).count(), 1);
-        assert_eq!(records[0].at_ms, 5);
+        assert_eq!(records[0].at_us, 5000);
         assert_eq!(f.clear(&ProviderId::try_new("p1").unwrap(), None), 1);
         f.publish(&msg("t1", "p1", "d")).await.unwrap();
     }

@@ -11,12 +11,13 @@
 //! - `GET /admin/breakers/{tenant}/{provider}`: inspect one;
 //! - `POST /admin/breakers/{tenant}/{provider}/{force-open|force-closed|release|reset}`;
 //! - `POST /admin/breakers/reset-all`;
-//! - `GET /admin/transitions?since_ms=`: the transition journal;
+//! - `GET /admin/transitions?since_us=`: the transition journal;
 //! - `GET|PUT|DELETE /admin/faults` (`DELETE ?provider_id=&tenant_id=` clears a scope),
-//!   `GET /admin/faults/attempts?since_ms=`: fault rules and the broker-side attempt
+//!   `GET /admin/faults/attempts?since_us=`: fault rules and the broker-side attempt
 //!   journal; only when faults are enabled;
 //! - `GET /admin/broker/messages?subject=`: read back what the broker stored;
-//! - `GET /admin/clock`: the router's clock, in ms.
+//! - `GET /admin/config`: the effective configuration (token hidden);
+//! - `GET /admin/clock`: the router's clock, in ms and µs.
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
@@ -210,12 +211,12 @@ pub async fn reset_all_breakers(State(app): State<App>) -> Json<Value> {
     Json(json!({"reset": n}))
 }
 
-/// `since_ms` filter.
+/// `since_us` filter: microseconds on the router's clock.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinceQuery {
     #[serde(default)]
-    since_ms: u64,
+    since_us: u64,
 }
 
 /// `GET /admin/transitions`
@@ -226,13 +227,22 @@ pub async fn transitions(State(app): State<App>, Query(q): Query<SinceQuery>) ->
         h.state(now);
     }
     Json(
-        json!({"now_ms": now.as_millis(), "transitions": app.registry.observer().transitions(q.since_ms)}),
+        json!({"now_ms": now.as_millis(), "transitions": app.registry.observer().transitions(q.since_us)}),
     )
+}
+
+/// `GET /admin/config`: the effective configuration, without the admin token.
+pub async fn config(State(app): State<App>) -> Json<Value> {
+    let mut config = app.config.raw.clone();
+    config.admin_token = config.admin_token.map(|_| "<hidden>".to_owned());
+    Json(serde_json::to_value(&config).unwrap_or(Value::Null))
 }
 
 /// `GET /admin/clock`
 pub async fn clock(State(app): State<App>) -> Json<Value> {
-    Json(json!({"now_ms": app.clock.now().as_millis()}))
+    Json(
+        json!({"now_ms": app.clock.now().as_millis(), "now_us": app.clock.now().as_nanos() / 1000}),
+    )
 }
 
 fn faults(app: &App) -> Result<&FaultInjector, ApiError> {
@@ -310,7 +320,7 @@ pub async fn fault_attempts(
     State(app): State<App>,
     Query(q): Query<SinceQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (attempts, total) = faults(&app)?.attempts(q.since_ms);
+    let (attempts, total) = faults(&app)?.attempts(q.since_us);
     Ok(Json(
         json!({"now_ms": app.clock.now().as_millis(), "total": total, "attempts": attempts}),
     ))

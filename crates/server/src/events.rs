@@ -19,8 +19,8 @@ pub const JOURNAL_CAPACITY: usize = 50_000;
 /// One transition, as served by the admin API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TransitionRecord {
-    /// Milliseconds on the router's clock when it logically happened.
-    pub at_ms: u64,
+    /// Microseconds on the router's clock when it logically happened.
+    pub at_us: u64,
     /// Tenant.
     pub tenant_id: String,
     /// Provider.
@@ -51,12 +51,12 @@ impl BreakerEvents {
         }
     }
 
-    /// Journaled transitions at or after `since_ms`.
-    pub fn transitions(&self, since_ms: u64) -> Vec<TransitionRecord> {
+    /// Journaled transitions at or after `since_us`.
+    pub fn transitions(&self, since_us: u64) -> Vec<TransitionRecord> {
         let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         journal
             .iter()
-            .filter(|r| r.at_ms >= since_ms)
+            .filter(|r| r.at_us >= since_us)
             .cloned()
             .collect()
     }
@@ -92,7 +92,7 @@ impl BreakerObserver for BreakerEvents {
             journal.pop_front();
         }
         journal.push_back(TransitionRecord {
-            at_ms: t.at.as_millis(),
+            at_us: t.at.as_nanos() / 1000,
             tenant_id: key.tenant.to_string(),
             provider_id: key.provider.to_string(),
             from: t.from.as_str(),

@@ -264,6 +264,7 @@ pub fn routes(app: App) -> Router {
         )
         .route("/admin/transitions", get(admin::transitions))
         .route("/admin/clock", get(admin::clock))
+        .route("/admin/config", get(admin::config))
         .route(
             "/admin/faults",
             get(admin::get_faults)

@@ -1,0 +1,365 @@
+//! `beamline-router`: the one binary. Subcommands wire the crates together:
+//! - `serve`: the HTTP service;
+//! - `scenario run`: the scenario runner, printing its report;
+//! - `replay`: a trace through the breaker on virtual time.
+//!
+//! This is the one place that prints to stdout (reports and replay output).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use beamline_core::replay::{self, ReplayConfig};
+use beamline_scenario::{Profile, RunOptions, Target};
+use beamline_server::Server;
+use beamline_server::config::{BrokerConfig, ServerConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "beamline-router",
+    version,
+    about = "A message router with per-tenant circuit breakers in front of NATS JetStream"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// The scenario runner.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
+    /// Replay a JSON Lines trace through the breaker and retry model on virtual time.
+    Replay(ReplayArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// TOML configuration file (defaults apply to every key it omits).
+    #[arg(long, env = "BEAMLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address (overrides the file).
+    #[arg(long, env = "BEAMLINE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Publish to NATS JetStream at this URL instead of the embedded broker.
+    #[arg(long, env = "BEAMLINE_NATS_URL")]
+    nats: Option<String>,
+    /// Enable `/admin/faults` (never in production).
+    #[arg(long, env = "BEAMLINE_FAULTS_ENABLED")]
+    faults_enabled: bool,
+    /// Bearer token of the admin API.
+    #[arg(long, env = "BEAMLINE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Validate the configuration, print the effective configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+enum ScenarioCommand {
+    /// Run scenarios and print the report; exits 1 when an assertion fails.
+    Run(RunArgs),
+    /// List the scenarios.
+    List,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Load profile: `ci` (10 clients x 20 requests) or `heavy` (50 x 100).
+    #[arg(long, default_value = "ci")]
+    profile: String,
+    /// Override the profile's number of concurrent clients.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Override the profile's requests per client per phase.
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Run only this scenario (repeatable).
+    #[arg(long = "scenario")]
+    scenarios: Vec<String>,
+    /// Seed of the router's jitter and fault draws.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run the in-process router against NATS JetStream at this URL.
+    #[arg(long, conflicts_with = "url")]
+    nats: Option<String>,
+    /// Drive an already running router (started with faults enabled).
+    #[arg(long, requires = "admin_token")]
+    url: Option<String>,
+    /// Admin token of the router given with --url.
+    #[arg(long, env = "BEAMLINE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// The trace (JSON Lines, DESIGN.md §6).
+    trace: PathBuf,
+    /// Configuration (TOML or JSON, `[breaker]`/`[retry]`) layered over the trace's own.
+    #[arg(long, conflicts_with = "compare")]
+    config: Option<PathBuf>,
+    /// Replay under two configurations and print their summaries side by side.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Vec<PathBuf>,
+}
+
+fn init_logs(default: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Scenario {
+                command: ScenarioCommand::Run(args),
+            } => scenario_run(args).await,
+            Command::Scenario {
+                command: ScenarioCommand::List,
+            } => {
+                for (name, description) in beamline_scenario::SCENARIOS {
+                    println!("{name:32} {description}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Replay(args) => replay_trace(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn effective_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            ServerConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(url) = &args.nats {
+        let mut nats = match config.broker {
+            BrokerConfig::Nats(n) => n,
+            BrokerConfig::Embedded { .. } => Default::default(),
+        };
+        nats.url = url.clone();
+        config.broker = BrokerConfig::Nats(nats);
+    }
+    if args.faults_enabled {
+        config.faults_enabled = true;
+    }
+    if let Some(token) = &args.admin_token {
+        config.admin_token = Some(token.clone());
+    }
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = effective_config(&args)?;
+    if args.check_config {
+        let printable = ServerConfig {
+            admin_token: config.admin_token.as_ref().map(|_| "<hidden>".into()),
+            ..config.clone()
+        };
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        println!(
+            "# configuration is valid; effective configuration:\n{}",
+            toml_text(&printable)?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logs("info", args.log_format);
+    let valid = config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let server = Server::start(valid).await?;
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return ctrl_c.await.map_err(drop).unwrap_or(()),
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    };
+    shutdown.await;
+    tracing::info!("shutdown requested: finishing in-flight requests");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn toml_text(config: &ServerConfig) -> anyhow::Result<String> {
+    // `toml` is a dependency of the server crate; go through JSON → TOML via serde_json's
+    // value to keep one serializer here.
+    let value = serde_json::to_value(config)?;
+    Ok(json_to_toml(&value, ""))
+}
+
+/// A minimal TOML rendering of a JSON object of scalars and nested objects.
+fn json_to_toml(value: &serde_json::Value, prefix: &str) -> String {
+    use serde_json::Value;
+    let mut scalars = String::new();
+    let mut tables = String::new();
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            match v {
+                Value::Object(_) => {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    tables.push_str(&format!("\n[{name}]\n{}", json_to_toml(v, &name)));
+                }
+                Value::Null => {}
+                other => scalars.push_str(&format!("{k} = {other}\n")),
+            }
+        }
+    }
+    scalars + &tables
+}
+
+async fn scenario_run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logs("error", LogFormat::Text);
+    let mut profile = match Profile::by_name(&args.profile) {
+        Some(p) => p,
+        None => bail!("unknown profile {:?}: use ci or heavy", args.profile),
+    };
+    if args.clients.is_some() || args.requests.is_some() {
+        profile.clients = args.clients.unwrap_or(profile.clients);
+        profile.requests = args.requests.unwrap_or(profile.requests);
+        if profile.clients == 0
+            || profile.requests == 0
+            || profile.clients > 10_000
+            || profile.requests > 100_000
+        {
+            bail!("--clients must be within 1..=10000 and --requests within 1..=100000");
+        }
+    }
+    let target = match (args.nats, args.url) {
+        (Some(url), _) => Target::Nats(url),
+        (None, Some(url)) => Target::Remote {
+            url,
+            token: args.admin_token.unwrap_or_default(),
+        },
+        (None, None) => Target::Embedded,
+    };
+    let report = beamline_scenario::run(RunOptions {
+        profile,
+        scenarios: args.scenarios,
+        target,
+        seed: args.seed,
+        progress: !args.quiet,
+    })
+    .await?;
+    print!("{}", report.render_text());
+    if let Some(path) = args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn replay_trace(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let trace = read(&args.trace)?;
+    let load = |p: &PathBuf| -> anyhow::Result<ReplayConfig> {
+        ReplayConfig::from_toml_or_json(&read(p)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    if let [a, b] = args.compare.as_slice() {
+        let comparison = replay::compare(&trace, &load(a)?, &load(b)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
+        let (na, nb) = (a.display().to_string(), b.display().to_string());
+        let rows = comparison.rows();
+        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
+        let w1 = rows
+            .iter()
+            .map(|r| r.1.len())
+            .max()
+            .unwrap_or(0)
+            .max(na.len());
+        println!("{:w0$}  {:>w1$}  {}", "", na, nb);
+        for (name, va, vb) in rows {
+            println!("{name:w0$}  {va:>w1$}  {vb}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = args.config.as_ref().map(load).transpose()?;
+    let output = replay::replay(&trace, config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
+    print!("{}", output.to_json_lines());
+    Ok(ExitCode::SUCCESS)
+}
