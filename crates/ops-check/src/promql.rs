@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 
 use beamline_core::breaker::{State, TransitionReason};
 use beamline_core::{ErrorKind, FailureKind, Outcome};
+use beamline_metrics::RequestOutcome;
 use beamline_metrics::names::{self, Kind, MetricInfo};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr, LabelModifier, VectorSelector};
@@ -25,10 +26,20 @@ use promql_parser::util::{ExprVisitor, walk_expr};
 pub const TARGET_LABELS: [&str; 2] = ["job", "instance"];
 
 /// The `outcome` values of `router_requests_total` and `router_request_duration_seconds`.
-///
-/// `beamline-metrics` keeps its `RequestOutcome` enum private; this list is checked against
-/// the registry's help text in `tests/names.rs`.
-pub const REQUEST_OUTCOMES: [&str; 5] = ["published", "queued", "rejected", "failed", "invalid"];
+pub fn request_outcomes() -> Vec<&'static str> {
+    use RequestOutcome::{Failed, Invalid, Published, Queued, Rejected};
+    // Exhaustive on purpose: a new variant stops this crate compiling until it is listed.
+    const fn listed(o: RequestOutcome) {
+        match o {
+            Published | Queued | Rejected | Failed | Invalid => {}
+        }
+    }
+    listed(Published);
+    [Published, Queued, Rejected, Failed, Invalid]
+        .into_iter()
+        .map(RequestOutcome::as_str)
+        .collect()
+}
 
 /// One selector found in an expression.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,7 +168,7 @@ pub fn closed_values(metric: &str, label: &str) -> Option<Vec<&'static str>> {
             .map(Outcome::as_str)
             .collect(),
         ),
-        "outcome" => Some(REQUEST_OUTCOMES.to_vec()),
+        "outcome" => Some(request_outcomes()),
         _ => None,
     }
 }

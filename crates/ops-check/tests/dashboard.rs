@@ -16,7 +16,7 @@ fn as_placeholder(_: &str) -> String {
 }
 
 fn load() -> Value {
-    dashboard::load().unwrap()
+    dashboard::load().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
