@@ -4,6 +4,7 @@
 //! Each trace's comment says where our DESIGN differs from the case and how the same trap
 //! is expressed with our settings. Every failed expectation of a case is collected, then
 //! the case fails once with all of them and the full replay output.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code
 
 use std::path::PathBuf;
 

@@ -292,6 +292,12 @@ impl Admission {
         matches!(self.role, Role::Probe(_))
     }
 
+    /// The generation the call was admitted in (a probe's half-open episode). Outcomes of
+    /// an older generation than the breaker's are stale.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// When the call was admitted.
     pub fn started(&self) -> Timestamp {
         self.started

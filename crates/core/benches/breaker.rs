@@ -1,0 +1,270 @@
+//! Breaker core benchmarks (numbers and how to read them: docs/PERFORMANCE.md).
+//!
+//! Run: `cargo bench -p beamline-core --bench breaker`. Every workload is one "call": look
+//! the breaker up by key, acquire a permit, record a success (closed state).
+//! - `single_key`: one key, one thread; `many_keys`: 100,000 keys chosen at random;
+//! - both for beamline (with virtual time passed in, and with a real clock read per call,
+//!   since the other crates read the clock inside), `failsafe` and `tower-resilience`
+//!   (each behind a hashbrown map from key to breaker, as a router would have to keep them);
+//! - `two_threads`: throughput of two threads on one key and on distinct keys, against
+//!   one thread;
+//! - memory per breaker: a counting allocator measures the registry's growth for N keys
+//!   (printed; the 1 KiB bound is asserted by `tests/memory.rs`).
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+// A benchmark measures wall time; the injected-clock rule is for the router's code.
+#![allow(clippy::disallowed_methods)]
+
+use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use beamline_core::breaker::{BreakerRegistry, BreakerSettings, NoopObserver};
+use beamline_core::rng::{JitterRng, SplitMix64};
+use beamline_core::{BreakerKey, Outcome, ProviderId, TenantId, Timestamp};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use failsafe::CircuitBreaker as _;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::Service;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+const MANY: usize = 100_000;
+
+fn keys(n: usize) -> Vec<BreakerKey> {
+    (0..n)
+        .map(|i| {
+            BreakerKey::new(
+                TenantId::try_new(&format!("tenant-{}", i / 10)).unwrap(),
+                ProviderId::try_new(&format!("provider-{}", i % 10)).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn registry() -> BreakerRegistry<NoopObserver> {
+    BreakerRegistry::new(BreakerSettings::defaults(), 64, 1, NoopObserver)
+}
+
+/// One call through beamline: lookup, acquire, record.
+#[inline]
+fn beamline_call(reg: &BreakerRegistry<NoopObserver>, key: &BreakerKey, now: Timestamp) {
+    let handle = reg.handle(key);
+    let permit = handle.acquire(now).expect("closed");
+    black_box(permit.record(Outcome::Success, now));
+}
+
+type Failsafe = failsafe::StateMachine<
+    failsafe::failure_policy::OrElse<
+        failsafe::failure_policy::SuccessRateOverTimeWindow<failsafe::backoff::EqualJittered>,
+        failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::EqualJittered>,
+    >,
+    (),
+>;
+
+fn failsafe_breaker() -> Failsafe {
+    failsafe::Config::new().build()
+}
+
+fn failsafe_call(cb: &Failsafe) {
+    black_box(cb.call(|| Ok::<(), ()>(()))).unwrap();
+}
+
+type Inner = tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), ()>>>;
+type TowerCb = tower_resilience::circuitbreaker::CircuitBreaker<
+    Inner,
+    tower_resilience::circuitbreaker::DefaultClassifier,
+>;
+
+fn tower_breaker() -> TowerCb {
+    let layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .build()
+        .unwrap();
+    let inner: fn(()) -> std::future::Ready<Result<(), ()>> = |_| std::future::ready(Ok(()));
+    layer.layer_fn(tower::service_fn(inner))
+}
+
+/// One call through tower-resilience: poll_ready, call, poll the (ready) future once.
+fn tower_call(svc: &mut TowerCb) {
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut fut = svc.call(());
+    match Pin::new(&mut fut).poll(&mut cx) {
+        Poll::Ready(r) => {
+            black_box(r).unwrap();
+        }
+        Poll::Pending => panic!("tower-resilience future pending on a ready inner service"),
+    }
+}
+
+fn single_key(c: &mut Criterion) {
+    let mut g = c.benchmark_group("single_key");
+    g.throughput(Throughput::Elements(1));
+    let key = keys(1).remove(0);
+
+    let reg = registry();
+    let mut t = 0u64;
+    g.bench_function("beamline", |b| {
+        b.iter(|| {
+            t += 1_000; // 1 µs of virtual time per call: buckets roll as in production
+            beamline_call(&reg, black_box(&key), Timestamp::from_nanos(t));
+        })
+    });
+
+    let reg = registry();
+    let origin = Instant::now();
+    g.bench_function("beamline_with_clock_read", |b| {
+        b.iter(|| {
+            let now = Timestamp::from_nanos(origin.elapsed().as_nanos() as u64);
+            beamline_call(&reg, black_box(&key), now);
+        })
+    });
+
+    let reg = registry();
+    let handle = reg.handle(&key);
+    let mut t = 0u64;
+    g.bench_function("beamline_held_handle", |b| {
+        b.iter(|| {
+            t += 1_000;
+            let now = Timestamp::from_nanos(t);
+            let permit = handle.acquire(now).expect("closed");
+            black_box(permit.record(Outcome::Success, now));
+        })
+    });
+
+    let mut map = hashbrown::HashMap::new();
+    map.insert(key.clone(), failsafe_breaker());
+    g.bench_function("failsafe", |b| {
+        b.iter(|| failsafe_call(map.get(black_box(&key)).unwrap()))
+    });
+
+    let mut map = hashbrown::HashMap::new();
+    map.insert(key.clone(), tower_breaker());
+    g.bench_function("tower_resilience", |b| {
+        b.iter(|| tower_call(map.get_mut(black_box(&key)).unwrap()))
+    });
+    g.finish();
+}
+
+fn many_keys(c: &mut Criterion) {
+    let mut g = c.benchmark_group("many_keys");
+    g.throughput(Throughput::Elements(1));
+    let keys = keys(MANY);
+    let pick = |rng: &mut SplitMix64| (rng.next_u64() % MANY as u64) as usize;
+
+    let reg = registry();
+    for k in &keys {
+        drop(reg.handle(k));
+    }
+    let mut rng = SplitMix64::new(42);
+    let mut t = 0u64;
+    g.bench_function("beamline", |b| {
+        b.iter(|| {
+            t += 1_000;
+            beamline_call(&reg, &keys[pick(&mut rng)], Timestamp::from_nanos(t));
+        })
+    });
+
+    let origin = Instant::now();
+    g.bench_function("beamline_with_clock_read", |b| {
+        b.iter(|| {
+            let now = Timestamp::from_nanos(origin.elapsed().as_nanos() as u64);
+            beamline_call(&reg, &keys[pick(&mut rng)], now);
+        })
+    });
+    drop(reg);
+
+    let map: hashbrown::HashMap<BreakerKey, Failsafe> = keys
+        .iter()
+        .map(|k| (k.clone(), failsafe_breaker()))
+        .collect();
+    g.bench_function("failsafe", |b| {
+        b.iter(|| failsafe_call(map.get(&keys[pick(&mut rng)]).unwrap()))
+    });
+    drop(map);
+
+    let mut map: hashbrown::HashMap<BreakerKey, TowerCb> =
+        keys.iter().map(|k| (k.clone(), tower_breaker())).collect();
+    g.bench_function("tower_resilience", |b| {
+        b.iter(|| tower_call(map.get_mut(&keys[pick(&mut rng)]).unwrap()))
+    });
+    g.finish();
+}
+
+/// `threads` threads each make `iters` calls; returns the wall time.
+fn run_threads(
+    reg: &BreakerRegistry<NoopObserver>,
+    keys: &[BreakerKey],
+    threads: usize,
+    iters: u64,
+) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for i in 0..threads {
+            let key = &keys[i % keys.len()];
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                let mut t = 0u64;
+                for _ in 0..iters {
+                    t += 1_000;
+                    beamline_call(reg, key, Timestamp::from_nanos(t));
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+fn two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("two_threads");
+    let all = keys(2);
+    for (name, threads, keys) in [
+        ("one_thread", 1, &all[..1]),
+        ("same_key", 2, &all[..1]),
+        ("distinct_keys", 2, &all[..2]),
+    ] {
+        // Throughput counts every thread's calls: elements per iteration = threads.
+        g.throughput(Throughput::Elements(threads as u64));
+        let reg = Arc::new(registry());
+        g.bench_with_input(BenchmarkId::new("beamline", name), &threads, |b, &n| {
+            b.iter_custom(|iters| run_threads(&reg, keys, n, iters))
+        });
+    }
+    g.finish();
+}
+
+/// Bytes the registry holds per breaker at the default config, measured by the allocator.
+fn memory_per_breaker(_c: &mut Criterion) {
+    const N: usize = 100_000;
+    let keys = keys(N);
+    let region = Region::new(GLOBAL);
+    let reg = registry();
+    for k in &keys {
+        drop(reg.handle(k));
+    }
+    let stats = region.change();
+    let net =
+        stats.bytes_allocated as isize - stats.bytes_deallocated as isize + stats.bytes_reallocated;
+    println!(
+        "memory_per_breaker: {N} breakers, {net} bytes net, {:.0} bytes per breaker \
+         (key ids included; target <= 1024)",
+        net as f64 / N as f64
+    );
+    black_box(&reg);
+}
+
+criterion_group!(
+    benches,
+    memory_per_breaker,
+    single_key,
+    many_keys,
+    two_threads
+);
+criterion_main!(benches);

@@ -1,0 +1,173 @@
+//! Many threads on one key through the registry: never more probes per half-open episode
+//! than `half_open_max_calls`, transitions reported in order, and no lost count.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use beamline_core::breaker::{BreakerConfig, BreakerObserver, BreakerRegistry, State, Transition};
+use beamline_core::rng::{JitterRng, SplitMix64};
+use beamline_core::{BreakerKey, Clock, FailureKind, ManualClock, Outcome, ProviderId, TenantId};
+
+/// Checks that each key's transitions chain (`from` of one is `to` of the one before).
+#[derive(Default)]
+struct Chain {
+    last: Mutex<Option<State>>,
+    breaks: AtomicU64,
+    transitions: AtomicU64,
+}
+
+impl BreakerObserver for Chain {
+    fn on_transition(&self, _key: &BreakerKey, t: &Transition) {
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last.lock().unwrap();
+        if last.is_some_and(|s| s != t.from) {
+            self.breaks.fetch_add(1, Ordering::Relaxed);
+        }
+        *last = Some(t.to);
+    }
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    acquires: u64,
+    admitted: u64,
+    rejected: u64,
+    successes: u64,
+    failures: u64,
+    ignored: u64,
+}
+
+#[test]
+fn many_threads_on_one_key_never_over_admit_probes_and_never_lose_a_count() {
+    const THREADS: u64 = 8;
+    const OPS: u64 = 20_000;
+    let config = BreakerConfig {
+        failure_threshold: 3,
+        window_seconds: 1.0,
+        open_timeout_ms: 5,
+        open_timeout_max_ms: 20,
+        half_open_max_calls: 2,
+        success_threshold: 2,
+        probe_lease_ms: Some(30),
+        ..BreakerConfig::default()
+    };
+    let max = u64::from(config.half_open_max_calls);
+    let settings = config.validate(Duration::from_secs(2)).unwrap();
+    let registry = BreakerRegistry::new(settings, 4, 9, Chain::default());
+    let key = BreakerKey::new(
+        TenantId::try_new("t").unwrap(),
+        ProviderId::try_new("p").unwrap(),
+    );
+    let clock = ManualClock::default();
+    // Probes per episode (generation), minus those that reported `ignored`.
+    let probes: Mutex<HashMap<u64, u64>> = Mutex::new(HashMap::new());
+    let total = Mutex::new(Tally::default());
+
+    std::thread::scope(|s| {
+        for thread in 0..THREADS {
+            let (registry, key, clock, probes, total) = (&registry, &key, &clock, &probes, &total);
+            s.spawn(move || {
+                let mut rng = SplitMix64::new(thread);
+                let mut tally = Tally::default();
+                let handle = registry.handle(key);
+                for _ in 0..OPS {
+                    clock.advance(Duration::from_micros(rng.next_u64() % 300));
+                    tally.acquires += 1;
+                    let Ok(permit) = handle.acquire(clock.now()) else {
+                        tally.rejected += 1;
+                        continue;
+                    };
+                    tally.admitted += 1;
+                    let generation = permit.admission().map(|a| a.generation());
+                    if permit.is_probe() {
+                        let mut p = probes.lock().unwrap();
+                        *p.entry(generation.unwrap()).or_default() += 1;
+                    }
+                    let roll = rng.next_u64() % 100;
+                    let outcome = match roll {
+                        0..55 => Outcome::Success,
+                        55..90 => Outcome::Failure(FailureKind::Connection),
+                        90..95 => Outcome::Ignored,
+                        _ => {
+                            // Dropped unreported: counts as ignored and frees a probe slot.
+                            if permit.is_probe() {
+                                *probes
+                                    .lock()
+                                    .unwrap()
+                                    .get_mut(&generation.unwrap())
+                                    .unwrap() -= 1;
+                            }
+                            drop(permit);
+                            tally.ignored += 1;
+                            continue;
+                        }
+                    };
+                    if permit.is_probe() && outcome == Outcome::Ignored {
+                        *probes
+                            .lock()
+                            .unwrap()
+                            .get_mut(&generation.unwrap())
+                            .unwrap() -= 1;
+                    }
+                    match outcome {
+                        Outcome::Success => tally.successes += 1,
+                        Outcome::Failure(_) => tally.failures += 1,
+                        Outcome::Ignored => tally.ignored += 1,
+                    }
+                    permit.record(outcome, clock.now());
+                }
+                let mut t = total.lock().unwrap();
+                t.acquires += tally.acquires;
+                t.admitted += tally.admitted;
+                t.rejected += tally.rejected;
+                t.successes += tally.successes;
+                t.failures += tally.failures;
+                t.ignored += tally.ignored;
+            });
+        }
+    });
+
+    let total = total.into_inner().unwrap();
+    let probes = probes.into_inner().unwrap();
+    let worst = probes.values().copied().max().unwrap_or(0);
+    assert!(
+        worst <= max,
+        "an episode admitted {worst} probes (max {max})"
+    );
+    assert!(
+        probes.len() > 10,
+        "too few half-open episodes to mean anything: {}",
+        probes.len()
+    );
+
+    let snap = registry.handle(&key).snapshot(clock.now());
+    let stats = snap.stats;
+    assert_eq!(total.acquires, THREADS * OPS);
+    assert_eq!(total.admitted + total.rejected, total.acquires);
+    let seen = Tally {
+        acquires: stats.admitted + stats.rejected,
+        admitted: stats.admitted,
+        rejected: stats.rejected,
+        successes: stats.successes,
+        failures: stats.failures,
+        ignored: stats.ignored,
+    };
+    assert_eq!(
+        seen, total,
+        "the breaker's statistics lost or invented a count"
+    );
+    assert_eq!(
+        stats.successes + stats.failures + stats.ignored,
+        stats.admitted
+    );
+    let observer = registry.observer();
+    assert_eq!(
+        observer.breaks.load(Ordering::Relaxed),
+        0,
+        "transitions out of order"
+    );
+    assert!(observer.transitions.load(Ordering::Relaxed) > 30);
+}
