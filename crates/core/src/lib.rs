@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod keys;
 pub mod outcome;
+pub mod policy;
 pub mod replay;
 pub mod retry;
 pub mod rng;
