@@ -1,11 +1,14 @@
 //! Breaker core benchmarks (numbers and how to read them: docs/PERFORMANCE.md).
 //!
-//! Run: `cargo bench -p beamline-core --bench breaker`. Every workload is one "call": look
-//! the breaker up by key, acquire a permit, record a success (closed state).
-//! - `single_key`: one key, one thread; `many_keys`: 100,000 keys chosen at random;
-//! - both for beamline (with virtual time passed in, and with a real clock read per call,
-//!   since the other crates read the clock inside), `failsafe` and `tower-resilience`
-//!   (each behind a hashbrown map from key to breaker, as a router would have to keep them);
+//! Run: `cargo bench -p beamline-core --bench breaker`. Every workload is one call in
+//! closed state: acquire a permit, record a success.
+//! - `breaker_op`: on a breaker already in hand (one key, one thread); beamline also with a
+//!   real clock read per call, since the other crates read the clock inside;
+//! - `single_key` / `many_keys`: look the breaker up by key first, on one key or on one of
+//!   100,000 chosen at random; the other crates sit behind an `RwLock<HashMap>` from key to
+//!   breaker, the thread-safe map a router would have to keep for them;
+//! - the same for `failsafe` and `tower-resilience` (its `Service` API, polled once with a
+//!   no-op waker on a ready inner service);
 //! - `two_threads`: throughput of two threads on one key and on distinct keys, against
 //!   one thread;
 //! - memory per breaker: a counting allocator measures the registry's growth for N keys
@@ -99,6 +102,59 @@ fn tower_call(svc: &mut TowerCb) {
     }
 }
 
+/// A thread-safe map from key to a competitor's breaker, as a router would keep them: a
+/// read lock and a lookup per call (our registry's shards play this part for beamline).
+type Map<T> = std::sync::RwLock<hashbrown::HashMap<BreakerKey, T>>;
+
+fn failsafe_keyed(map: &Map<Failsafe>, key: &BreakerKey) {
+    failsafe_call(map.read().unwrap().get(key).unwrap());
+}
+
+/// tower services are `Clone` and take `&mut self`: the idiomatic shared use clones the
+/// service out of the map for each request.
+fn tower_keyed(map: &Map<TowerCb>, key: &BreakerKey) {
+    let mut svc = map.read().unwrap().get(key).unwrap().clone();
+    tower_call(&mut svc);
+}
+
+/// The breaker operation alone, on a breaker already in hand (one key, one thread).
+fn breaker_op(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker_op");
+    g.throughput(Throughput::Elements(1));
+    let key = keys(1).remove(0);
+
+    let reg = registry();
+    let handle = reg.handle(&key);
+    let mut t = 0u64;
+    g.bench_function("beamline", |b| {
+        b.iter(|| {
+            t += 1_000; // 1 µs of virtual time per call: buckets roll as in production
+            let now = Timestamp::from_nanos(t);
+            let permit = handle.acquire(now).expect("closed");
+            black_box(permit.record(Outcome::Success, now));
+        })
+    });
+
+    let origin = Instant::now();
+    g.bench_function("beamline_with_clock_read", |b| {
+        b.iter(|| {
+            let now = Timestamp::from_nanos(origin.elapsed().as_nanos() as u64);
+            let permit = handle.acquire(now).expect("closed");
+            black_box(permit.record(Outcome::Success, now));
+        })
+    });
+
+    let cb = failsafe_breaker();
+    g.bench_function("failsafe", |b| b.iter(|| failsafe_call(black_box(&cb))));
+
+    let mut svc = tower_breaker();
+    g.bench_function("tower_resilience", |b| {
+        b.iter(|| tower_call(black_box(&mut svc)))
+    });
+    g.finish();
+}
+
+/// Lookup by key in a thread-safe map, then the operation (one key, one thread).
 fn single_key(c: &mut Criterion) {
     let mut g = c.benchmark_group("single_key");
     g.throughput(Throughput::Elements(1));
@@ -108,46 +164,24 @@ fn single_key(c: &mut Criterion) {
     let mut t = 0u64;
     g.bench_function("beamline", |b| {
         b.iter(|| {
-            t += 1_000; // 1 µs of virtual time per call: buckets roll as in production
+            t += 1_000;
             beamline_call(&reg, black_box(&key), Timestamp::from_nanos(t));
         })
     });
 
-    let reg = registry();
-    let origin = Instant::now();
-    g.bench_function("beamline_with_clock_read", |b| {
-        b.iter(|| {
-            let now = Timestamp::from_nanos(origin.elapsed().as_nanos() as u64);
-            beamline_call(&reg, black_box(&key), now);
-        })
-    });
-
-    let reg = registry();
-    let handle = reg.handle(&key);
-    let mut t = 0u64;
-    g.bench_function("beamline_held_handle", |b| {
-        b.iter(|| {
-            t += 1_000;
-            let now = Timestamp::from_nanos(t);
-            let permit = handle.acquire(now).expect("closed");
-            black_box(permit.record(Outcome::Success, now));
-        })
-    });
-
-    let mut map = hashbrown::HashMap::new();
-    map.insert(key.clone(), failsafe_breaker());
+    let map: Map<Failsafe> = Map::new([(key.clone(), failsafe_breaker())].into_iter().collect());
     g.bench_function("failsafe", |b| {
-        b.iter(|| failsafe_call(map.get(black_box(&key)).unwrap()))
+        b.iter(|| failsafe_keyed(&map, black_box(&key)))
     });
 
-    let mut map = hashbrown::HashMap::new();
-    map.insert(key.clone(), tower_breaker());
+    let map: Map<TowerCb> = Map::new([(key.clone(), tower_breaker())].into_iter().collect());
     g.bench_function("tower_resilience", |b| {
-        b.iter(|| tower_call(map.get_mut(black_box(&key)).unwrap()))
+        b.iter(|| tower_keyed(&map, black_box(&key)))
     });
     g.finish();
 }
 
+/// Lookup and operation on one of 100,000 keys chosen at random.
 fn many_keys(c: &mut Criterion) {
     let mut g = c.benchmark_group("many_keys");
     g.throughput(Throughput::Elements(1));
@@ -166,29 +200,21 @@ fn many_keys(c: &mut Criterion) {
             beamline_call(&reg, &keys[pick(&mut rng)], Timestamp::from_nanos(t));
         })
     });
-
-    let origin = Instant::now();
-    g.bench_function("beamline_with_clock_read", |b| {
-        b.iter(|| {
-            let now = Timestamp::from_nanos(origin.elapsed().as_nanos() as u64);
-            beamline_call(&reg, &keys[pick(&mut rng)], now);
-        })
-    });
     drop(reg);
 
-    let map: hashbrown::HashMap<BreakerKey, Failsafe> = keys
-        .iter()
-        .map(|k| (k.clone(), failsafe_breaker()))
-        .collect();
+    let map: Map<Failsafe> = Map::new(
+        keys.iter()
+            .map(|k| (k.clone(), failsafe_breaker()))
+            .collect(),
+    );
     g.bench_function("failsafe", |b| {
-        b.iter(|| failsafe_call(map.get(&keys[pick(&mut rng)]).unwrap()))
+        b.iter(|| failsafe_keyed(&map, &keys[pick(&mut rng)]))
     });
     drop(map);
 
-    let mut map: hashbrown::HashMap<BreakerKey, TowerCb> =
-        keys.iter().map(|k| (k.clone(), tower_breaker())).collect();
+    let map: Map<TowerCb> = Map::new(keys.iter().map(|k| (k.clone(), tower_breaker())).collect());
     g.bench_function("tower_resilience", |b| {
-        b.iter(|| tower_call(map.get_mut(&keys[pick(&mut rng)]).unwrap()))
+        b.iter(|| tower_keyed(&map, &keys[pick(&mut rng)]))
     });
     g.finish();
 }
@@ -263,6 +289,7 @@ fn memory_per_breaker(_c: &mut Criterion) {
 criterion_group!(
     benches,
     memory_per_breaker,
+    breaker_op,
     single_key,
     many_keys,
     two_threads

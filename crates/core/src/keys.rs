@@ -58,8 +58,24 @@ fn validate_id(s: &str) -> Result<(), IdError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Eq, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                // As `str` hashes: consistent with `eq`, which compares the bytes.
+                (*self.0).hash(state);
+            }
+        }
+
+        impl PartialEq for $name {
+            #[inline]
+            fn eq(&self, other: &Self) -> bool {
+                // Ids handed around by the router usually share one allocation (from the
+                // policy store): comparing pointers first skips reading the bytes.
+                Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+            }
+        }
 
         impl $name {
             /// Parses and validates an id.

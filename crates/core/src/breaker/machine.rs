@@ -284,6 +284,20 @@ pub struct Admission {
     generation: u64,
     started: Timestamp,
     role: Role,
+    /// Whether `stats.admitted` already counts this call (false for lock-free admissions,
+    /// counted when they report).
+    counted: bool,
+}
+
+/// The lock-free admission gate: `generation << 2 | kind`, published by whoever last held
+/// a breaker's lock (see [`Breaker::gate`]).
+pub(crate) mod gate {
+    /// Take the lock: the state machine must decide.
+    pub const SLOW: u64 = 0;
+    /// Closed and enforcing (or held closed): admit as a call of this generation.
+    pub const CLOSED: u64 = 1;
+    /// Disabled: admit unchecked.
+    pub const DISABLED: u64 = 2;
 }
 
 impl Admission {
@@ -335,7 +349,9 @@ pub enum RecordEffect {
 /// Cumulative per-breaker statistics (never reset by transitions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BreakerStats {
-    /// Calls admitted.
+    /// Calls admitted. A call admitted lock-free by the registry in closed state is counted
+    /// when it reports (every permit reports, a dropped one as ignored), so in-flight calls
+    /// may be missing here; once all have reported, admitted = successes + failures + ignored.
     pub admitted: u64,
     /// Calls rejected.
     pub rejected: u64,
@@ -457,6 +473,7 @@ impl Breaker {
                 generation: self.generation,
                 started: now,
                 role: Role::Unchecked,
+                counted: true,
             });
         }
         self.advance(now, on);
@@ -482,6 +499,7 @@ impl Breaker {
                     generation: self.generation,
                     started: now,
                     role,
+                    counted: true,
                 })
             }
             Err(_) if self.mode() == BreakerMode::MetricsOnly => {
@@ -491,6 +509,7 @@ impl Breaker {
                     generation: self.generation,
                     started: now,
                     role: Role::Unchecked,
+                    counted: true,
                 })
             }
             Err(rejection) => {
@@ -525,6 +544,35 @@ impl Breaker {
         }
     }
 
+    /// The admission gate for lock-free acquires: what [`Breaker::acquire`] would do at
+    /// any instant until the next change of this breaker, when that needs no decision.
+    /// Closed (not held open, not shadowing) admits every call; nothing time-driven
+    /// happens in closed, so the answer holds until the breaker is next changed.
+    pub(crate) fn gate(&self) -> u64 {
+        let kind = match (self.mode(), self.forced, self.state) {
+            (BreakerMode::Disabled, _, _) => gate::DISABLED,
+            (_, Some(Forced::Closed), _) | (_, None, State::Closed) => gate::CLOSED,
+            _ => gate::SLOW,
+        };
+        (self.generation << 2) | kind
+    }
+
+    /// The admission `gate` grants without the lock, if any.
+    #[inline]
+    pub(crate) fn admit_by_gate(gate: u64, now: Timestamp) -> Option<Admission> {
+        let role = match gate & 3 {
+            gate::CLOSED => Role::Call,
+            gate::DISABLED => Role::Unchecked,
+            _ => return None,
+        };
+        Some(Admission {
+            generation: gate >> 2,
+            started: now,
+            role,
+            counted: false,
+        })
+    }
+
     /// Reports the outcome of an admitted call at `now`.
     pub fn record(
         &mut self,
@@ -533,6 +581,9 @@ impl Breaker {
         now: Timestamp,
         on: &mut impl FnMut(Transition),
     ) -> RecordEffect {
+        if !admission.counted {
+            self.stats.admitted += 1;
+        }
         match outcome {
             Outcome::Success => self.stats.successes += 1,
             Outcome::Failure(_) => self.stats.failures += 1,

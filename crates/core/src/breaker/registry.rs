@@ -10,9 +10,19 @@
 //! reported to the registry's [`BreakerObserver`] while the breaker's lock is held, so an
 //! observer sees each key's transitions in order. Observers must be quick (count, log).
 //!
+//! # The lock-free closed path
+//! In closed state (the state nearly every call meets) `acquire` takes no lock: every
+//! holder of a breaker's lock publishes, before releasing it, an atomic *gate* saying
+//! whether the next acquire needs a decision, and the generation to stamp on the permit.
+//! An acquire that races with an opening is ordered before it: its permit carries the old
+//! generation and its outcome is stale, exactly as if it had taken the lock first. Such a
+//! call counts in `stats.admitted` when it reports. Recording an outcome always takes the
+//! lock (the window and the rules need it).
+//!
 //! Idle eviction ([`BreakerRegistry::evict_idle`]) drops closed, unforced breakers that
 //! nobody holds and that saw no call for the idle period.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,6 +60,8 @@ impl BreakerObserver for NoopObserver {
 #[derive(Debug)]
 pub struct BreakerCell {
     key: BreakerKey,
+    /// [`Breaker::gate`] as of the last release of `breaker`'s lock.
+    gate: AtomicU64,
     breaker: Mutex<Breaker>,
 }
 
@@ -130,9 +142,11 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
             Some(cell) => Arc::clone(cell),
             None => {
                 let now = Timestamp::ZERO;
+                let breaker = Breaker::new(Arc::clone(settings), now, self.seed ^ hash);
                 let cell = Arc::new(BreakerCell {
                     key: key.clone(),
-                    breaker: Mutex::new(Breaker::new(Arc::clone(settings), now, self.seed ^ hash)),
+                    gate: AtomicU64::new(breaker.gate()),
+                    breaker: Mutex::new(breaker),
                 });
                 let hasher = &self.hasher;
                 shard.insert_unique(hash, Arc::clone(&cell), |c| {
@@ -243,11 +257,20 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
         let key = &self.cell.key;
         let mut breaker = self.cell.lock();
         let mut on = |t: Transition| observer.on_transition(key, &t);
-        f(&mut breaker, &mut on)
+        let result = f(&mut breaker, &mut on);
+        self.cell.gate.store(breaker.gate(), Ordering::Release);
+        result
     }
 
     /// Asks to make one call at `now`.
     pub fn acquire(&self, now: Timestamp) -> Result<Permit<'_, 'r, O>, Rejection> {
+        if let Some(admission) = Breaker::admit_by_gate(self.cell.gate.load(Ordering::Acquire), now)
+        {
+            return Ok(Permit {
+                handle: self,
+                admission: Some(admission),
+            });
+        }
         let result = self.with(|b, on| b.acquire(now, &mut |t| on(t)));
         match result {
             Ok(admission) => Ok(Permit {

@@ -83,6 +83,11 @@ pub struct SlidingWindow {
     buckets: Box<[Bucket]>,
     bucket_nanos: u64,
     head_epoch: u64,
+    /// Where the head bucket starts and ends, and its index: the hot path (an event in the
+    /// newest bucket) needs no division.
+    head_start: u64,
+    head_end: u64,
+    head_index: usize,
     totals: WindowCounts,
     /// The current failure run (wraps; a bucket outlives at most one window, so a stale id
     /// could only collide after 2^32 runs within one window).
@@ -95,10 +100,14 @@ impl SlidingWindow {
     /// An empty window of `buckets` buckets (at least 1) of `bucket_nanos` (at least 1).
     pub fn new(buckets: u32, bucket_nanos: u64) -> Self {
         let n = buckets.max(1) as usize;
+        let bucket_nanos = bucket_nanos.max(1);
         SlidingWindow {
             buckets: vec![Bucket::default(); n].into_boxed_slice(),
-            bucket_nanos: bucket_nanos.max(1),
+            bucket_nanos,
             head_epoch: 0,
+            head_start: 0,
+            head_end: bucket_nanos,
+            head_index: 0,
             totals: WindowCounts::default(),
             run_id: 0,
             run_total: 0,
@@ -114,7 +123,15 @@ impl SlidingWindow {
     }
 
     /// Slides the window so that it ends at `now_nanos`. Earlier times change nothing.
+    #[inline]
     pub fn advance(&mut self, now_nanos: u64) {
+        if now_nanos < self.head_end {
+            return; // within (or before) the head bucket: nothing slides
+        }
+        self.slide(now_nanos);
+    }
+
+    fn slide(&mut self, now_nanos: u64) {
         let epoch = now_nanos / self.bucket_nanos;
         if epoch <= self.head_epoch {
             return;
@@ -131,6 +148,9 @@ impl SlidingWindow {
             }
         }
         self.head_epoch = epoch;
+        self.head_start = epoch * self.bucket_nanos;
+        self.head_end = self.head_start.saturating_add(self.bucket_nanos);
+        self.head_index = self.index(epoch);
     }
 
     /// Takes a bucket's counts out of the totals.
@@ -148,11 +168,15 @@ impl SlidingWindow {
         if !failure {
             self.end_run();
         }
-        let epoch = now_nanos / self.bucket_nanos;
-        if epoch + self.len() <= self.head_epoch {
-            return; // older than the window: never counted
-        }
-        let i = self.index(epoch);
+        let (epoch, i) = if now_nanos >= self.head_start {
+            (self.head_epoch, self.head_index)
+        } else {
+            let epoch = now_nanos / self.bucket_nanos;
+            if epoch + self.len() <= self.head_epoch {
+                return; // older than the window: never counted
+            }
+            (epoch, self.index(epoch))
+        };
         if self.buckets[i].epoch != epoch {
             // A bucket emptied by `advance` takes its new epoch on its first event.
             let old = std::mem::replace(
@@ -214,6 +238,7 @@ impl SlidingWindow {
 
     /// Empties the window and ends the failure run.
     pub fn clear(&mut self) {
+        // The head position stays: the buckets are empty, whatever epoch they are given.
         self.buckets.fill(Bucket::default());
         self.totals = WindowCounts::default();
         self.end_run();
