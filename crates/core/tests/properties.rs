@@ -57,7 +57,7 @@ proptest! {
 
     #[test]
     fn window_counts_match_the_bucket_model_and_the_invariant(
-        buckets in 1u32..8,
+        buckets in 1u32..16,
         bucket_ms in 1u64..500,
         ops in prop::collection::vec(win_op(), 1..120),
     ) {
@@ -123,7 +123,7 @@ fn config() -> impl Strategy<Value = BreakerConfig> {
             prop::sample::select(vec![0.0, 0.3, 0.5, 1.0]),
             1u32..7,
         ),
-        (1u64..5, 1u32..6, 50u64..300),
+        (1u64..5, 1u32..14, 50u64..300),
         prop::sample::select(vec![0.0, 0.5, 1.0]),
         (
             50u64..800,

@@ -9,7 +9,8 @@
 //! Running totals are kept so a read is O(1); sliding forward subtracts every bucket that
 //! left the window (all of them after an idle gap longer than the window: the fault of
 //! rubyist/circuitbreaker PR #36 was to clear only one). Memory is one allocation of
-//! `buckets` small buckets, made at construction; recording never allocates.
+//! `buckets` small buckets, made at construction (inline in the breaker up to
+//! [`INLINE_BUCKETS`]); recording never allocates.
 //!
 //! Events stamped earlier than the newest bucket (threads racing to the breaker's lock)
 //! are counted in their own bucket while it is still in the window, and dropped otherwise.
@@ -77,10 +78,60 @@ struct Bucket {
     run_id: u32,
 }
 
+/// Windows of up to this many buckets keep them inline (the default config has 10): one
+/// allocation less per breaker, and no pointer to chase on the hot path.
+pub const INLINE_BUCKETS: usize = 10;
+
+/// The buckets: inline up to [`INLINE_BUCKETS`], on the heap beyond.
+// The inline variant is the point: it keeps the default window inside the breaker.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+enum Buckets {
+    Inline {
+        len: u8,
+        data: [Bucket; INLINE_BUCKETS],
+    },
+    Heap(Box<[Bucket]>),
+}
+
+impl Buckets {
+    fn new(n: usize) -> Self {
+        if n <= INLINE_BUCKETS {
+            Buckets::Inline {
+                len: n as u8, // n <= INLINE_BUCKETS
+                data: [Bucket::default(); INLINE_BUCKETS],
+            }
+        } else {
+            Buckets::Heap(vec![Bucket::default(); n].into_boxed_slice())
+        }
+    }
+}
+
+impl std::ops::Deref for Buckets {
+    type Target = [Bucket];
+    #[inline]
+    fn deref(&self) -> &[Bucket] {
+        match self {
+            Buckets::Inline { len, data } => &data[..usize::from(*len)],
+            Buckets::Heap(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Buckets {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [Bucket] {
+        match self {
+            Buckets::Inline { len, data } => &mut data[..usize::from(*len)],
+            Buckets::Heap(b) => b,
+        }
+    }
+}
+
 /// The sliding window. Times are nanoseconds on the breaker's clock.
 #[derive(Clone, Debug)]
 pub struct SlidingWindow {
-    buckets: Box<[Bucket]>,
+    buckets: Buckets,
     bucket_nanos: u64,
     head_epoch: u64,
     /// Where the head bucket starts and ends, and its index: the hot path (an event in the
@@ -102,7 +153,7 @@ impl SlidingWindow {
         let n = buckets.max(1) as usize;
         let bucket_nanos = bucket_nanos.max(1);
         SlidingWindow {
-            buckets: vec![Bucket::default(); n].into_boxed_slice(),
+            buckets: Buckets::new(n),
             bucket_nanos,
             head_epoch: 0,
             head_start: 0,
@@ -246,7 +297,10 @@ impl SlidingWindow {
 
     /// Heap bytes held by this window.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.buckets)
+        match &self.buckets {
+            Buckets::Inline { .. } => 0,
+            Buckets::Heap(b) => std::mem::size_of_val(&**b),
+        }
     }
 }
 
