@@ -410,22 +410,26 @@ const FREE: u64 = u64::MAX;
 
 /// One circuit breaker. Not thread-safe by itself: see [`super::BreakerRegistry`].
 #[derive(Clone, Debug)]
+// Laid out hot first (`repr(C)` keeps the order): what a closed-state record touches sits
+// in the first cache lines of the breaker, ahead of the window's buckets and of the fields
+// only open and half-open need.
+#[repr(C)]
 pub struct Breaker {
     settings: Arc<BreakerSettings>,
+    generation: u64,
+    last_used: Timestamp,
+    stats: BreakerStats,
     state: State,
     forced: Option<Forced>,
-    generation: u64,
+    window: SlidingWindow,
     since: Timestamp,
     open_until: Timestamp,
     openings_since_close: u32,
-    window: SlidingWindow,
     probes_admitted: u32,
     probe_successes: u32,
     probe_starts: Box<[u64]>,
     rng: SplitMix64,
     last_opening: Option<Opening>,
-    last_used: Timestamp,
-    stats: BreakerStats,
 }
 
 impl Breaker {

@@ -58,6 +58,7 @@ impl BreakerObserver for NoopObserver {
 
 /// A breaker and its key, as stored in the registry.
 #[derive(Debug)]
+#[repr(C)] // key, gate and lock first: a lookup and an acquire touch one cache line
 pub struct BreakerCell {
     key: BreakerKey,
     /// [`Breaker::gate`] as of the last release of `breaker`'s lock.

@@ -130,8 +130,9 @@ impl std::ops::DerefMut for Buckets {
 
 /// The sliding window. Times are nanoseconds on the breaker's clock.
 #[derive(Clone, Debug)]
+// The scalars first (`repr(C)`): they share a cache line; the buckets follow.
+#[repr(C)]
 pub struct SlidingWindow {
-    buckets: Buckets,
     bucket_nanos: u64,
     head_epoch: u64,
     /// Where the head bucket starts and ends, and its index: the hot path (an event in the
@@ -145,6 +146,7 @@ pub struct SlidingWindow {
     run_id: u32,
     /// Failures of the current run still in the window.
     run_total: u32,
+    buckets: Buckets,
 }
 
 impl SlidingWindow {
