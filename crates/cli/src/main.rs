@@ -6,6 +6,8 @@
 //! This is the one place that prints to stdout (reports and replay output).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod ctl;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,8 @@ enum Command {
     },
     /// Replay a JSON Lines trace through the breaker and retry model on virtual time.
     Replay(ReplayArgs),
+    /// Operator CLI over the admin API: breakers, faults, outbox.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Replay(args) => replay_trace(args),
+            Command::Ctl(args) => ctl::run(args).await,
         }
     });
     match result {

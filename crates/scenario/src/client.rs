@@ -115,6 +115,14 @@ pub struct AttemptRecord {
     pub faulted: bool,
 }
 
+/// Parses an HTTP method name (any token, such as `GET` or `BREW`).
+fn method_by_name(name: &str, path: &str) -> Result<Method, ClientError> {
+    Method::from_bytes(name.as_bytes()).map_err(|e| ClientError::Decode {
+        path: path.to_owned(),
+        detail: format!("method {name:?}: {e}"),
+    })
+}
+
 /// A client of one router.
 #[derive(Clone, Debug)]
 pub struct RouterClient {
@@ -175,23 +183,40 @@ impl RouterClient {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<PublishResponse, ClientError> {
+        let headers = [(reqwest::header::CONTENT_TYPE.as_str(), content_type)];
+        self.request_raw("POST", "/v1/publish", &headers, body)
+            .await
+    }
+
+    /// Sends an arbitrary request as-is (hostile-input tests): `method` may be any token
+    /// (`"GET"`, `"PATCH"`, `"BREW"`), `path` starts with `/` and may carry a query string,
+    /// `headers` are sent exactly as given (no admin token is added). Any HTTP answer is a
+    /// [`PublishResponse`]; only transport failures (and a method that is not a valid HTTP
+    /// token) are errors.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<PublishResponse, ClientError> {
+        let method = method_by_name(method, path)?;
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let started = self.clock.now();
-        let response = self
-            .http
-            .post(format!("{}/v1/publish", self.base))
-            .header(reqwest::header::CONTENT_TYPE, content_type)
+        let response = request
             .body(body)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
-        let latency = self.clock.now().since(started);
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(PublishResponse {
             status,
-            latency,
-            body,
+            latency: self.clock.now().since(started),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         })
     }
 
@@ -258,6 +283,18 @@ impl RouterClient {
             });
         }
         Ok(value)
+    }
+
+    /// [`RouterClient::admin`] with the method given by name (`"GET"`, `"POST"`, `"PUT"`,
+    /// `"DELETE"`), for callers that do not depend on `reqwest` (the `ctl` CLI).
+    pub async fn admin_by_name(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let method = method_by_name(method, path)?;
+        self.admin(method, path, body).await
     }
 
     fn decode<T: for<'de> Deserialize<'de>>(path: &str, value: Value) -> Result<T, ClientError> {

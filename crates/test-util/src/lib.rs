@@ -131,10 +131,16 @@ pub struct TestRouter {
 
 impl TestRouter {
     /// Starts a router on a free port from `config` (listen, token and faults are set here).
-    pub async fn start(mut config: ServerConfig) -> TestRouter {
+    pub async fn start(config: ServerConfig) -> TestRouter {
+        Self::start_with(config, true).await
+    }
+
+    /// [`TestRouter::start`] with fault injection on or off (`/admin/faults` answers 403
+    /// `faults_disabled` when off).
+    pub async fn start_with(mut config: ServerConfig, faults_enabled: bool) -> TestRouter {
         config.listen = ([127, 0, 0, 1], 0).into();
         config.admin_token = Some(test_token());
-        config.faults_enabled = true;
+        config.faults_enabled = faults_enabled;
         let valid = config
             .validate()
             .unwrap_or_else(|e| panic!("invalid test config: {e}"));
