@@ -16,6 +16,8 @@
 //!   `GET /admin/faults/attempts?since_us=`: fault rules and the broker-side attempt
 //!   journal; only when faults are enabled;
 //! - `GET /admin/broker/messages?subject=`: read back what the broker stored;
+//! - `GET /admin/policies`, `GET|PUT|DELETE /admin/policies/{tenant}`: tenant policies;
+//! - `GET /admin/outbox`: the outbox's depth and backlog per key;
 //! - `GET /admin/config`: the effective configuration (token hidden);
 //! - `GET /admin/clock`: the router's clock, in ms and µs.
 
@@ -356,4 +358,115 @@ pub async fn broker_messages(
         Vec::new()
     };
     Ok(Json(json!({"count": messages.len(), "messages": messages})))
+}
+
+fn tenant_param(tenant: &str) -> Result<TenantId, ApiError> {
+    TenantId::try_new(tenant)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", format!("tenant_id {e}")))
+}
+
+/// `GET /admin/policies`
+pub async fn list_policies(State(app): State<App>) -> Json<Value> {
+    let policies: serde_json::Map<String, Value> = app
+        .router
+        .policies()
+        .list()
+        .into_iter()
+        .map(|(t, p)| {
+            (
+                t.to_string(),
+                serde_json::to_value(p.config()).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    Json(json!({"policies": policies}))
+}
+
+/// `GET /admin/policies/{tenant}`
+pub async fn get_policy(
+    State(app): State<App>,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant_param(&tenant)?;
+    let policy = app.router.policies().get(&tenant).ok_or_else(|| {
+        ApiError::not_found("policy_not_found", format!("no policy for tenant {tenant}"))
+    })?;
+    Ok(Json(
+        json!({"tenant_id": tenant, "policy": policy.config()}),
+    ))
+}
+
+/// `PUT /admin/policies/{tenant}`: body is the policy as JSON or TOML. The tenant's
+/// existing breakers restart fresh with the policy's breaker settings.
+pub async fn put_policy(
+    State(app): State<App>,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant_param(&tenant)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_policy", "policy is not UTF-8"))?;
+    let policy = app
+        .router
+        .policies()
+        .put(&tenant, text)
+        .map_err(|e| match e {
+            crate::policies::PolicyError::File { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "policy_not_saved",
+                e.to_string(),
+            ),
+            other => ApiError::bad_request("invalid_policy", other.to_string()),
+        })?;
+    let now = app.clock.now();
+    for handle in app
+        .registry
+        .handles()
+        .into_iter()
+        .filter(|h| h.key().tenant == tenant)
+    {
+        app.registry
+            .replace_settings(handle.key(), std::sync::Arc::clone(&policy.breaker), now);
+    }
+    tracing::info!(tenant_id = %tenant, "policy updated");
+    Ok(Json(
+        json!({"tenant_id": tenant, "policy": policy.config()}),
+    ))
+}
+
+/// `DELETE /admin/policies/{tenant}`
+pub async fn delete_policy(
+    State(app): State<App>,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant_param(&tenant)?;
+    let deleted = app.router.policies().delete(&tenant).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "policy_not_saved",
+            e.to_string(),
+        )
+    })?;
+    if !deleted {
+        return Err(ApiError::not_found(
+            "policy_not_found",
+            format!("no policy for tenant {tenant}"),
+        ));
+    }
+    tracing::info!(tenant_id = %tenant, "policy deleted");
+    Ok(Json(json!({"tenant_id": tenant, "deleted": true})))
+}
+
+/// `GET /admin/outbox`: depth, capacity and every key's backlog.
+pub async fn outbox(State(app): State<App>) -> Json<Value> {
+    match app.router.outbox() {
+        Some(outbox) => Json(json!({
+            "enabled": true,
+            "depth": outbox.depth(),
+            "capacity": outbox.capacity(),
+            "now_unix_ms": crate::clock::unix_ms(),
+            "keys": outbox.backlog(),
+        })),
+        None => Json(json!({"enabled": false, "depth": 0, "capacity": 0, "keys": []})),
+    }
 }

@@ -38,3 +38,11 @@ impl Clock for TokioClock {
         Timestamp::from_nanos(duration_nanos(self.origin.elapsed()))
     }
 }
+
+/// Milliseconds since the Unix epoch, for ages that must survive a restart (the outbox).
+#[allow(clippy::disallowed_methods)] // the one place the wall clock is read
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

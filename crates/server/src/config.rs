@@ -6,10 +6,13 @@
 //! defaults as TOML.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use beamline_broker::jetstream::NatsConfig;
+use beamline_core::ProviderId;
 use beamline_core::breaker::{BreakerConfig, BreakerSettings, ConfigError};
+use beamline_core::policy::DegradedMode;
 use beamline_core::retry::{RetryConfig, RetrySettings};
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +88,25 @@ pub struct ServerConfig {
     pub breaker_idle_secs: u64,
     /// Seed for jitter and intermittent faults; 0 picks one at startup.
     pub seed: u64,
+    /// Providers messages may name; empty allows any valid provider id.
+    pub providers: Vec<ProviderId>,
+    /// Directory of tenant policy files (`<tenant_id>.json` or `.toml`), loaded at startup
+    /// and written by `PUT/DELETE /admin/policies/{tenant}`; none keeps policies in memory.
+    pub policies_dir: Option<PathBuf>,
+    /// Whether every tenant needs a policy (404 `no_policy` otherwise).
+    pub require_policy: bool,
+    /// What happens to a message no provider can take, for tenants without a policy.
+    pub degraded_mode: DegradedMode,
+    /// Directory of the durable outbox; none disables the outbox (degraded mode becomes
+    /// `reject` for everyone).
+    pub data_dir: Option<PathBuf>,
+    /// Most messages the outbox holds (503 `outbox_full` past it).
+    pub outbox_capacity: usize,
+    /// Most live sticky sessions.
+    pub sticky_max_sessions: usize,
+    /// Recent `(tenant_id, message_id)` pairs remembered to refuse a reused id with a
+    /// different payload (409 `message_id_conflict`).
+    pub recent_message_ids: usize,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +122,14 @@ impl Default for ServerConfig {
             max_tenant_labels: 1000,
             breaker_idle_secs: 3600,
             seed: 0,
+            providers: Vec::new(),
+            policies_dir: None,
+            require_policy: false,
+            degraded_mode: DegradedMode::Reject,
+            data_dir: None,
+            outbox_capacity: 100_000,
+            sticky_max_sessions: 100_000,
+            recent_message_ids: 100_000,
         }
     }
 }
@@ -140,6 +170,16 @@ impl ServerConfig {
                 "limits.max_message_id_len",
                 self.limits.max_message_id_len,
                 "must be within 1..=1024",
+            ));
+        }
+        if self.outbox_capacity == 0 {
+            return Err(ConfigError::new("outbox_capacity", 0, "must be at least 1"));
+        }
+        if self.sticky_max_sessions == 0 {
+            return Err(ConfigError::new(
+                "sticky_max_sessions",
+                0,
+                "must be at least 1",
             ));
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {

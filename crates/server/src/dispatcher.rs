@@ -98,21 +98,24 @@ impl Dispatcher {
     }
 
     /// Publishes `message`, retrying as the retry model allows. `settings` overrides the
-    /// breaker settings used if the key's breaker does not exist yet.
+    /// breaker settings used if the key's breaker does not exist yet; `retry` overrides the
+    /// retry settings (a tenant policy's).
     pub async fn dispatch(
         &self,
         message: &OutgoingMessage,
         settings: Option<&Arc<BreakerSettings>>,
+        retry: Option<&RetrySettings>,
     ) -> Result<Delivered, Undelivered> {
+        let retry = retry.unwrap_or(&self.retry);
         let key = BreakerKey::new(message.tenant.clone(), message.provider.clone());
         let handle = match settings {
             Some(s) => self.registry.handle_with(&key, s),
             None => self.registry.handle(&key),
         };
         let start = self.clock.now();
-        let mut plan = RetryPlan::start(&self.retry, start);
+        let mut plan = RetryPlan::start(retry, start);
         self.with_budget(&message.provider, |b| b.deposit(start));
-        let mut offsets = Vec::with_capacity(self.retry.config().max_attempts as usize);
+        let mut offsets = Vec::with_capacity(retry.config().max_attempts as usize);
         let mut last_error = None;
         loop {
             let now = self.clock.now();

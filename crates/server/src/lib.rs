@@ -6,21 +6,28 @@
 //! - [`clock`]: the production clock (tokio's);
 //! - [`events`]: breaker events fanned out to metrics, logs and the transition journal;
 //! - [`dispatcher`]: retries under the breaker, per message;
+//! - [`routing`]: policy-driven provider choice, fallbacks, the degraded path;
+//! - [`policies`], [`sticky`], [`recent`]: the stores routing reads;
+//! - [`drain`]: the outbox drainer;
 //! - [`publish`], [`admin`]: the HTTP handlers; [`error`]: their error answers.
 
 pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;
+pub mod drain;
 pub mod error;
 pub mod events;
+pub mod policies;
 pub mod publish;
+pub mod recent;
+pub mod routing;
+pub mod sticky;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +47,11 @@ use crate::config::{BrokerConfig, ValidConfig};
 use crate::dispatcher::Dispatcher;
 use crate::error::ApiError;
 use crate::events::BreakerEvents;
+use crate::policies::{PolicyError, PolicyStore};
+use crate::recent::RecentIds;
+use crate::routing::{Router, RouterParts};
+use crate::sticky::StickyStore;
+use beamline_outbox::{Outbox, OutboxError};
 
 /// Shards of the breaker registry.
 const REGISTRY_SHARDS: usize = 64;
@@ -60,8 +72,10 @@ pub struct AppState {
     pub metrics: Arc<RouterMetrics>,
     /// Breakers.
     pub registry: Arc<BreakerRegistry<BreakerEvents>>,
-    /// The dispatcher.
-    pub dispatcher: Dispatcher,
+    /// The router (policies, dispatcher, outbox).
+    pub router: Arc<Router>,
+    /// Recently seen message ids.
+    pub recent_ids: RecentIds,
     /// The fault injector, when faults are enabled.
     pub faults: Option<Arc<FaultInjector>>,
     /// The embedded broker, when it is the broker.
@@ -83,6 +97,8 @@ impl AppState {
         if let Some(e) = &self.embedded {
             e.reset_all();
         }
+        self.router.reset_all();
+        self.recent_ids.reset_all();
         self.metrics.reset_all();
     }
 }
@@ -93,6 +109,12 @@ pub enum StartError {
     /// The broker could not be reached or prepared.
     #[error(transparent)]
     Broker(#[from] ConnectError),
+    /// A tenant policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The outbox could not be opened.
+    #[error("cannot open the outbox: {0}")]
+    Outbox(#[from] OutboxError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -114,7 +136,7 @@ pub struct RunningServer {
     app: App,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
-    evictor: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -155,14 +177,44 @@ impl Server {
             Some(f) => f.clone(),
             None => base,
         };
-        let dispatcher = Dispatcher::new(
+        let dispatcher = Arc::new(Dispatcher::new(
             clock,
             Arc::clone(&registry),
             publisher.clone(),
             Arc::clone(&metrics),
             config.retry.clone(),
             seed.rotate_left(33),
-        );
+        ));
+        let policies = Arc::new(PolicyStore::open(
+            config.raw.policies_dir.as_deref(),
+            config.raw.breaker.clone(),
+            config.raw.retry.clone(),
+        )?);
+        let outbox = match &config.raw.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| OutboxError::Storage(format!("{}: {e}", dir.display())))?;
+                Some(Outbox::open(
+                    &dir.join("outbox.redb"),
+                    config.raw.outbox_capacity,
+                )?)
+            }
+            None => None,
+        };
+        let router = Arc::new(Router::new(RouterParts {
+            clock,
+            registry: Arc::clone(&registry),
+            dispatcher,
+            policies,
+            sticky: StickyStore::new(config.raw.sticky_max_sessions),
+            outbox,
+            metrics: Arc::clone(&metrics),
+            known_providers: config.raw.providers.clone(),
+            require_policy: config.raw.require_policy,
+            default_degraded: config.raw.degraded_mode,
+            seed: seed.rotate_left(49),
+        }));
+        let recent_ids = RecentIds::new(config.raw.recent_message_ids);
         let listen = config.raw.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -179,32 +231,42 @@ impl Server {
             clock,
             metrics,
             registry,
-            dispatcher,
+            router: Arc::clone(&router),
+            recent_ids,
             faults,
             embedded,
             jetstream,
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = routes(Arc::clone(&app));
+        let http = routes(Arc::clone(&app));
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(error) = axum::serve(listener, router)
+            if let Err(error) = axum::serve(listener, http)
                 .with_graceful_shutdown(shutdown)
                 .await
             {
                 tracing::error!(%error, "http server failed");
             }
         });
-        let evictor = tokio::spawn(evict_idle_breakers(Arc::clone(&app)));
-        tracing::info!(%addr, broker = publisher.name(), faults_enabled = app.faults.is_some(), "beamline router serving");
+        let background = vec![
+            tokio::spawn(evict_idle_breakers(Arc::clone(&app))),
+            tokio::spawn(drain::run(router, Arc::clone(&app.metrics), clock)),
+        ];
+        tracing::info!(
+            %addr,
+            broker = publisher.name(),
+            faults_enabled = app.faults.is_some(),
+            outbox = app.router.outbox().is_some(),
+            "beamline router serving"
+        );
         Ok(RunningServer {
             addr,
             app,
             stop: Some(stop),
             task,
-            evictor,
+            background,
         })
     }
 }
@@ -233,13 +295,20 @@ impl RunningServer {
         &self.app
     }
 
-    /// Stops accepting connections, finishes in-flight requests, and returns.
+    /// Stops accepting connections, finishes in-flight requests, stops the background
+    /// tasks and returns. Every message answered `queued` is already durable; the outbox's
+    /// writer finishes its last group commit when the last handle goes.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.evictor.abort();
         let _ = (&mut self.task).await;
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background.drain(..) {
+            let _ = task.await;
+        }
         tracing::info!(addr = %self.addr, "beamline router stopped");
     }
 
@@ -250,8 +319,8 @@ impl RunningServer {
 }
 
 /// The HTTP routes.
-pub fn routes(app: App) -> Router {
-    let admin = Router::new()
+pub fn routes(app: App) -> axum::Router {
+    let admin = axum::Router::new()
         .route("/admin/breakers", get(admin::list_breakers))
         .route("/admin/breakers/reset-all", post(admin::reset_all_breakers))
         .route(
@@ -265,6 +334,14 @@ pub fn routes(app: App) -> Router {
         .route("/admin/transitions", get(admin::transitions))
         .route("/admin/clock", get(admin::clock))
         .route("/admin/config", get(admin::config))
+        .route("/admin/policies", get(admin::list_policies))
+        .route(
+            "/admin/policies/{tenant}",
+            get(admin::get_policy)
+                .put(admin::put_policy)
+                .delete(admin::delete_policy),
+        )
+        .route("/admin/outbox", get(admin::outbox))
         .route(
             "/admin/faults",
             get(admin::get_faults)
@@ -277,8 +354,9 @@ pub fn routes(app: App) -> Router {
             Arc::clone(&app),
             admin::require_token,
         ));
-    Router::new()
+    axum::Router::new()
         .route("/v1/publish", post(publish::publish))
+        .route("/v1/decide", post(publish::decide))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(admin)

@@ -1,9 +1,13 @@
-//! `POST /v1/publish`: intake (validation at the edge) and the answer to the client.
+//! `POST /v1/publish` and `POST /v1/decide`: intake (validation at the edge) and the
+//! answer to the client.
 //!
-//! Body: `{"tenant_id": "...", "provider_id": "...", "message_id": "..." (optional),
+//! Publish body: `{"tenant_id": "...", "provider_id": "..." (optional: route by policy),
+//! "message_id": "..." (optional: generated), "session_id": "..." (optional: sticky),
 //! "payload": <any JSON>}`, `Content-Type: application/json`. Answers:
-//! - 200 `published` with `attempts`, `stream`, `sequence`, `duplicate`;
+//! - 200 `published` with `provider_id`, `route_reason`, `attempts`, `stream`, `sequence`;
+//! - 202 `queued`: stored durably in the outbox, to be delivered (degraded mode `outbox`);
 //! - 503 `rejected`, `reason: circuit_open`, `retry_after_ms` (and a `Retry-After` header);
+//!   503 `outbox_full` / `outbox_unavailable` when the outbox cannot take it;
 //! - 502 `failed` (`publish_failed`), 504 `failed` (`deadline_exceeded`);
 //! - 4xx with a stable `code` for invalid input (see the README's table).
 
@@ -13,47 +17,71 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use beamline_broker::OutgoingMessage;
-use beamline_core::Clock;
 use beamline_core::retry::Cause;
-use beamline_core::{ErrorKind, ProviderId, TenantId};
+use beamline_core::{Clock, ErrorKind, ProviderId, TenantId};
 use beamline_metrics::RequestOutcome;
+use beamline_outbox::OutboxError;
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::App;
-use crate::dispatcher::{Delivered, Undelivered};
 use crate::error::ApiError;
+use crate::routing::{RouteError, RouteRequest, Routed};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     tenant_id: String,
-    provider_id: String,
+    #[serde(default)]
+    provider_id: Option<String>,
     #[serde(default)]
     message_id: Option<String>,
+    #[serde(default)]
+    session_id: Option<String>,
     payload: Box<RawValue>,
 }
 
-/// Checks a client-supplied message id: 1 to `max` printable ASCII characters, no spaces.
-fn validate_message_id(id: &str, max: usize) -> Result<(), ApiError> {
-    let problem = if id.is_empty() {
-        Some("must not be empty".to_owned())
-    } else if id.len() > max {
-        Some(format!("is {} bytes long; the limit is {max}", id.len()))
-    } else {
-        id.bytes()
-            .position(|b| !(0x21..=0x7e).contains(&b))
-            .map(|p| format!("has a non-printable or space character at byte {p}"))
-    };
-    match problem {
-        Some(p) => Err(ApiError::bad_request(
-            "invalid_message_id",
-            format!("message_id {p}"),
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    tenant_id: String,
+    #[serde(default)]
+    provider_id: Option<String>,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+/// Checks a client-supplied token (message or session id): 1 to `max` printable ASCII
+/// characters, no spaces.
+fn validate_token(id: &str, max: usize) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if id.len() > max {
+        return Err(format!("is {} bytes long; the limit is {max}", id.len()));
+    }
+    match id.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+        Some(p) => Err(format!(
+            "has a non-printable or space character at byte {p}"
         )),
         None => Ok(()),
+    }
+}
+
+fn optional_token(
+    value: Option<String>,
+    field: &str,
+    code: &'static str,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) => validate_token(&v, max)
+            .map(|()| Some(v))
+            .map_err(|p| ApiError::bad_request(code, format!("{field} {p}"))),
+        None => Ok(None),
     }
 }
 
@@ -61,8 +89,8 @@ fn new_message_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Reads and validates the request into a message.
-async fn intake(app: &App, request: Request) -> Result<OutgoingMessage, ApiError> {
+/// Reads a JSON body under the size limit, with stable error codes.
+async fn read_json<T: DeserializeOwned>(app: &App, request: Request) -> Result<T, ApiError> {
     let limits = &app.config.raw.limits;
     let content_type = request
         .headers()
@@ -85,7 +113,7 @@ async fn intake(app: &App, request: Request) -> Result<OutgoingMessage, ApiError
             format!("request body exceeds {} bytes", limits.max_body_bytes),
         )
     })?;
-    let parsed: PublishBody = serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => {
@@ -96,18 +124,42 @@ async fn intake(app: &App, request: Request) -> Result<OutgoingMessage, ApiError
                 format!("body does not match the schema: {e}"),
             ),
         }
-    })?;
-    let tenant = TenantId::try_new(&parsed.tenant_id)
-        .map_err(|e| ApiError::bad_request("invalid_tenant_id", format!("tenant_id {e}")))?;
-    let provider = ProviderId::try_new(&parsed.provider_id)
-        .map_err(|e| ApiError::bad_request("invalid_provider_id", format!("provider_id {e}")))?;
-    let message_id = match parsed.message_id {
-        Some(id) => {
-            validate_message_id(&id, limits.max_message_id_len)?;
-            id
-        }
-        None => new_message_id(),
-    };
+    })
+}
+
+fn tenant_of(s: &str) -> Result<TenantId, ApiError> {
+    TenantId::try_new(s)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", format!("tenant_id {e}")))
+}
+
+fn provider_of(s: Option<&str>) -> Result<Option<ProviderId>, ApiError> {
+    s.map(|p| {
+        ProviderId::try_new(p)
+            .map_err(|e| ApiError::bad_request("invalid_provider_id", format!("provider_id {e}")))
+    })
+    .transpose()
+}
+
+/// Reads and validates a publish request.
+async fn intake(app: &App, request: Request) -> Result<RouteRequest, ApiError> {
+    let limits = &app.config.raw.limits;
+    let parsed: PublishBody = read_json(app, request).await?;
+    let tenant = tenant_of(&parsed.tenant_id)?;
+    let provider = provider_of(parsed.provider_id.as_deref())?;
+    let max_id = limits.max_message_id_len;
+    let message_id = optional_token(
+        parsed.message_id,
+        "message_id",
+        "invalid_message_id",
+        max_id,
+    )?
+    .unwrap_or_else(new_message_id);
+    let session = optional_token(
+        parsed.session_id,
+        "session_id",
+        "invalid_session_id",
+        max_id,
+    )?;
     let payload = parsed.payload.get();
     if payload.len() > limits.max_payload_bytes {
         return Err(ApiError::new(
@@ -120,19 +172,37 @@ async fn intake(app: &App, request: Request) -> Result<OutgoingMessage, ApiError
             ),
         ));
     }
-    Ok(OutgoingMessage {
+    if !app
+        .recent_ids
+        .check(&tenant, &message_id, payload.as_bytes())
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "message_id_conflict",
+            "message_id was used recently with a different payload",
+        ));
+    }
+    Ok(RouteRequest {
         tenant,
         provider,
+        session,
         message_id,
         payload: Bytes::copy_from_slice(payload.as_bytes()),
     })
 }
 
-/// The handler.
+fn route_error(e: RouteError) -> ApiError {
+    match e {
+        RouteError::UnknownProvider(_) => ApiError::not_found("unknown_provider", e.to_string()),
+        RouteError::NoPolicy(_) => ApiError::not_found("no_policy", e.to_string()),
+    }
+}
+
+/// The publish handler.
 pub async fn publish(State(app): State<App>, request: Request) -> Response {
     let started = app.clock.now();
-    let message = match intake(&app, request).await {
-        Ok(m) => m,
+    let route_request = match intake(&app, request).await {
+        Ok(r) => r,
         Err(e) => {
             app.metrics.request(
                 None,
@@ -143,60 +213,126 @@ pub async fn publish(State(app): State<App>, request: Request) -> Response {
             return e.into_response();
         }
     };
-    let result = app.dispatcher.dispatch(&message, None).await;
-    let (outcome, response) = answer(&message, result);
+    let tenant = route_request.tenant.clone();
+    let message_id = route_request.message_id.clone();
+    let (outcome, provider, response) = match app.router.route(route_request).await {
+        Ok(routed) => answer(&tenant, &message_id, routed),
+        Err(e) => (
+            RequestOutcome::Invalid,
+            None,
+            route_error(e).into_response(),
+        ),
+    };
     app.metrics.request(
-        Some(&message.tenant),
-        Some(&message.provider),
+        Some(&tenant),
+        provider.as_ref(),
         outcome,
         app.clock.now().since(started),
     );
     response
 }
 
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
 fn answer(
-    message: &OutgoingMessage,
-    result: Result<Delivered, Undelivered>,
-) -> (RequestOutcome, Response) {
-    match result {
-        Ok(d) => {
+    tenant: &TenantId,
+    message_id: &str,
+    routed: Routed,
+) -> (RequestOutcome, Option<ProviderId>, Response) {
+    match routed {
+        Routed::Published {
+            provider,
+            reason,
+            hops,
+            delivered,
+        } => {
             let body = json!({
                 "status": "published",
-                "message_id": message.message_id,
-                "tenant_id": message.tenant,
-                "provider_id": message.provider,
-                "attempts": d.attempts,
-                "attempt_offsets_ms": d.attempt_offsets_ms,
-                "stream": d.ack.stream,
-                "sequence": d.ack.sequence,
-                "duplicate": d.ack.duplicate,
+                "message_id": message_id,
+                "tenant_id": tenant,
+                "provider_id": provider,
+                "route_reason": reason.as_str(),
+                "fallback_hops": hops,
+                "attempts": delivered.attempts,
+                "attempt_offsets_ms": delivered.attempt_offsets_ms,
+                "stream": delivered.ack.stream,
+                "sequence": delivered.ack.sequence,
+                "duplicate": delivered.ack.duplicate,
             });
             (
                 RequestOutcome::Published,
-                (StatusCode::OK, axum::Json(body)).into_response(),
+                Some(provider),
+                json_response(StatusCode::OK, body),
             )
         }
-        Err(u) if u.cause == Cause::CircuitOpen => {
+        Routed::Queued {
+            provider,
+            seq,
+            cause,
+        } => {
+            let body = json!({
+                "status": "queued",
+                "message_id": message_id,
+                "tenant_id": tenant,
+                "provider_id": provider,
+                "reason": cause,
+                "outbox_seq": seq,
+            });
+            (
+                RequestOutcome::Queued,
+                Some(provider),
+                json_response(StatusCode::ACCEPTED, body),
+            )
+        }
+        Routed::OutboxRefused { provider, error } => {
+            let code = if matches!(error, OutboxError::Full { .. }) {
+                "outbox_full"
+            } else {
+                "outbox_unavailable"
+            };
+            let body = json!({
+                "status": "rejected",
+                "code": code,
+                "message": error.to_string(),
+                "message_id": message_id,
+                "tenant_id": tenant,
+                "provider_id": provider,
+            });
+            (
+                RequestOutcome::Rejected,
+                Some(provider),
+                json_response(StatusCode::SERVICE_UNAVAILABLE, body),
+            )
+        }
+        Routed::Failed {
+            provider,
+            undelivered: u,
+        } if u.cause == Cause::CircuitOpen => {
             let retry_after = u.retry_after.unwrap_or(Duration::ZERO);
             let body = json!({
                 "status": "rejected",
                 "code": "circuit_open",
                 "reason": "circuit_open",
                 "retry_after_ms": retry_after.as_millis() as u64,
-                "message_id": message.message_id,
-                "tenant_id": message.tenant,
-                "provider_id": message.provider,
+                "message_id": message_id,
+                "tenant_id": tenant,
+                "provider_id": provider,
                 "attempts": u.attempts,
                 "attempt_offsets_ms": u.attempt_offsets_ms,
             });
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body);
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            (RequestOutcome::Rejected, response)
+            (RequestOutcome::Rejected, Some(provider), response)
         }
-        Err(u) => {
+        Routed::Failed {
+            provider,
+            undelivered: u,
+        } => {
             let (status, code) = match (u.cause, u.last_error) {
                 (Cause::DeadlineExceeded, _) => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
                 (Cause::NonRetryable, Some(ErrorKind::PayloadTooLarge)) => {
@@ -209,9 +345,9 @@ fn answer(
                 "code": code,
                 "cause": u.cause.as_str(),
                 "error_kind": u.last_error.map(ErrorKind::as_str),
-                "message_id": message.message_id,
-                "tenant_id": message.tenant,
-                "provider_id": message.provider,
+                "message_id": message_id,
+                "tenant_id": tenant,
+                "provider_id": provider,
                 "attempts": u.attempts,
                 "attempt_offsets_ms": u.attempt_offsets_ms,
             });
@@ -220,8 +356,36 @@ fn answer(
             } else {
                 RequestOutcome::Failed
             };
-            (outcome, (status, axum::Json(body)).into_response())
+            (outcome, Some(provider), json_response(status, body))
         }
+    }
+}
+
+/// `POST /v1/decide`: the routing decision alone; nothing is admitted or remembered.
+pub async fn decide(State(app): State<App>, request: Request) -> Response {
+    let result = async {
+        let body: DecideBody = read_json(&app, request).await?;
+        let tenant = tenant_of(&body.tenant_id)?;
+        let provider = provider_of(body.provider_id.as_deref())?;
+        let max = app.config.raw.limits.max_message_id_len;
+        let session = optional_token(body.session_id, "session_id", "invalid_session_id", max)?;
+        let (decision, _) = app
+            .router
+            .decide(&tenant, provider.as_ref(), session.as_deref())
+            .map_err(route_error)?;
+        let state = app.router.breaker_state(&tenant, &decision.provider);
+        Ok::<_, ApiError>(json!({
+            "tenant_id": tenant,
+            "provider_id": decision.provider,
+            "reason": decision.reason.as_str(),
+            "fallback_hops": decision.hops,
+            "breaker_state": state.as_str(),
+        }))
+    }
+    .await;
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -231,43 +395,13 @@ mod tests {
 
     #[test]
     fn message_ids_are_checked_at_the_edge() {
-        assert!(validate_message_id("order-42:a/b", 128).is_ok());
+        assert!(validate_token("order-42:a/b", 128).is_ok());
         for bad in ["", "has space", "tab\t", "nul\0", "é"] {
-            assert_eq!(
-                validate_message_id(bad, 128).unwrap_err().code,
-                "invalid_message_id",
-                "{bad:?}"
-            );
+            assert!(validate_token(bad, 128).is_err(), "{bad:?}");
         }
-        assert!(validate_message_id(&"x".repeat(129), 128).is_err());
+        assert!(validate_token(&"x".repeat(129), 128).is_err());
         assert_eq!(new_message_id().len(), 32);
         assert_ne!(new_message_id(), new_message_id());
-    }
-
-    #[test]
-    fn generated_ids_are_valid() {
-        assert!(validate_message_id(&new_message_id(), 128).is_ok());
-    }
-
-    #[test]
-    fn payload_too_large_from_the_broker_is_the_clients_fault() {
-        let m = OutgoingMessage {
-            tenant: TenantId::try_new("t").unwrap(),
-            provider: ProviderId::try_new("p").unwrap(),
-            message_id: "m".into(),
-            payload: Bytes::new(),
-        };
-        let u = Undelivered {
-            cause: Cause::NonRetryable,
-            last_error: Some(ErrorKind::PayloadTooLarge),
-            attempts: 1,
-            attempt_offsets_ms: vec![0],
-            retry_after: None,
-        };
-        let (outcome, response) = answer(&m, Err(u));
-        assert_eq!(
-            (outcome, response.status()),
-            (RequestOutcome::Invalid, StatusCode::PAYLOAD_TOO_LARGE)
-        );
+        assert!(validate_token(&new_message_id(), 128).is_ok());
     }
 }
