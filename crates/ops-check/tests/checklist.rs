@@ -390,6 +390,33 @@ fn every_component_in_the_lifecycle_table_has_reset_all() {
 }
 
 #[test]
+fn every_helper_in_the_lifecycle_table_exists() {
+    let source = read("crates/test-util/src/lib.rs");
+    let helpers = markdown::section(&read(LIFECYCLE), "test-helpers-cratestest-util")
+        .unwrap_or_else(|| panic!("{LIFECYCLE}: no test helpers section"));
+    let mut checked = 0;
+    for row in table_rows(&helpers) {
+        for name in backticked(&row[0]) {
+            let function = name.rsplit("::").next().unwrap_or(name);
+            let defined = source.contains(&format!("pub fn {function}("))
+                || source.contains(&format!("pub async fn {function}("));
+            assert!(
+                defined,
+                "{LIFECYCLE} names `{name}`, which crates/test-util does not define"
+            );
+            if let Some((ty, _)) = name.split_once("::") {
+                assert!(
+                    source.contains(&format!("pub struct {ty}")),
+                    "no `{ty}` in crates/test-util"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} helpers named in {LIFECYCLE}");
+}
+
+#[test]
 fn runbook_uses_only_known_ctl_commands_and_flags() {
     let (commands, flags) = ctl_interface();
     for wanted in [

@@ -1,7 +1,7 @@
 //! Live check of ops/ against a real Prometheus (Debian package `prometheus`).
 //!
-//! Starts a router in-process through `beamline_server::Server::start` (embedded broker,
-//! faults enabled), a real `prometheus` on a free loopback port scraping it every second
+//! Starts a router in-process through the server crate's public API (test-util's
+//! `TestRouter`: embedded broker, faults and the admin API enabled), a real `prometheus` on a free loopback port scraping it every second
 //! and evaluating `ops/prometheus/recording.yml` and `alerts.yml` every second, and drives
 //! load through three phases: healthy, every publish to provider `p1` refused
 //! (`connection_refused`, an injected broker fault), fault lifted. Then:
@@ -16,7 +16,6 @@
 //!
 //! A missing `prometheus` binary fails the test with instructions; it is never skipped.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,11 +25,10 @@ use std::time::Duration;
 use beamline_core::breaker::BreakerConfig;
 use beamline_metrics::{Snapshot, names};
 use beamline_ops_check::{dashboard, promql, rules};
-use beamline_server::Server;
 use beamline_server::config::ServerConfig;
+use beamline_test_util::{TestRouter, free_port, test_token};
 use serde_json::{Value, json};
 
-const TOKEN: &str = "ops-check-live-prometheus-token";
 /// The faulted provider and its tenants; `p2` stays healthy.
 const KEYS: [(&str, &str); 4] = [
     ("acme", "p1"),
@@ -61,13 +59,6 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 fn start_prometheus(target: &str) -> Prometheus {
@@ -209,10 +200,7 @@ async fn load(
 async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_router_under_fault()
 {
     // --- the router ---------------------------------------------------------------------
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_token: Some(TOKEN.to_owned()),
-        faults_enabled: true,
+    let router_under_test = TestRouter::start(ServerConfig {
         seed: 42,
         breaker: BreakerConfig {
             open_timeout_ms: 2_000,
@@ -220,18 +208,18 @@ async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_
             ..BreakerConfig::default()
         },
         ..ServerConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
-    let router = format!("http://{}", server.addr());
+    })
+    .await;
+    let addr = router_under_test.server.addr();
+    let router = format!("http://{addr}");
+    let token = test_token();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
 
     // --- Prometheus ---------------------------------------------------------------------
-    let prometheus = start_prometheus(&server.addr().to_string());
+    let prometheus = start_prometheus(&addr.to_string());
     let prom = prometheus.url.clone();
     let mut ready = false;
     for _ in 0..100 {
@@ -286,7 +274,7 @@ async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_
         json!({"provider_id": "p1", "fault": {"type": "error", "kind": "connection_refused"}});
     let put = client
         .put(format!("{router}/admin/faults"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(&token)
         .json(&fault)
         .send()
         .await
@@ -332,7 +320,7 @@ async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_
     // --- phase 3: fault lifted, breakers close ------------------------------------------
     let del = client
         .delete(format!("{router}/admin/faults"))
-        .bearer_auth(TOKEN)
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -448,6 +436,6 @@ async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_
     assert!(checked >= 15, "only {checked} dashboard queries");
 
     drop(prometheus);
-    server.shutdown().await;
+    router_under_test.stop().await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
