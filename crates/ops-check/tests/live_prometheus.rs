@@ -1,7 +1,8 @@
 //! Live check of ops/ against a real Prometheus (Debian package `prometheus`).
 //!
 //! Starts a router in-process through the server crate's public API (test-util's
-//! `TestRouter`: embedded broker, faults and the admin API enabled), a real `prometheus` on a free loopback port scraping it every second
+//! `TestRouter`: embedded broker, faults and the admin API enabled, durable outbox in a
+//! temporary directory), a real `prometheus` on a free loopback port scraping it every second
 //! and evaluating `ops/prometheus/recording.yml` and `alerts.yml` every second, and drives
 //! load through three phases: healthy, every publish to provider `p1` refused
 //! (`connection_refused`, an injected broker fault), fault lifted. Then:
@@ -23,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use beamline_core::breaker::BreakerConfig;
-use beamline_metrics::{Snapshot, names};
+use beamline_core::policy::DegradedMode;
+use beamline_metrics::Snapshot;
 use beamline_ops_check::{dashboard, promql, rules};
 use beamline_server::config::ServerConfig;
 use beamline_test_util::{TestRouter, free_port, test_token};
@@ -36,15 +38,9 @@ const KEYS: [(&str, &str); 4] = [
     ("gamma", "p1"),
     ("delta", "p2"),
 ];
-/// Metrics the router does not export yet: the durable outbox (crates/outbox) is being
-/// built. Panels reading only these may be empty; the test fails once the router exports
-/// one of them, so remove it from here then.
-const NOT_YET_EXPORTED: [&str; 4] = [
-    names::OUTBOX_DEPTH,
-    names::OUTBOX_OLDEST_AGE,
-    names::OUTBOX_ENQUEUED,
-    names::OUTBOX_DELIVERED,
-];
+/// Metrics the router does not export yet. Panels reading only these may be empty; the
+/// test fails once the router exports one of them, so this list can only shrink.
+const NOT_YET_EXPORTED: [&str; 0] = [];
 
 /// A `prometheus` child process with its own temporary directory; killed on drop.
 struct Prometheus {
@@ -200,8 +196,13 @@ async fn load(
 async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_router_under_fault()
 {
     // --- the router ---------------------------------------------------------------------
+    let data_dir =
+        std::env::temp_dir().join(format!("beamline-ops-check-outbox-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
     let router_under_test = TestRouter::start(ServerConfig {
         seed: 42,
+        degraded_mode: DegradedMode::Outbox,
+        data_dir: Some(data_dir.clone()),
         breaker: BreakerConfig {
             open_timeout_ms: 2_000,
             open_timeout_max_ms: 8_000,
@@ -304,6 +305,18 @@ async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_
         reasons.contains(&"failure_threshold_exceeded"),
         "the pending alert should name the trigger reason, got {alert}"
     );
+    // Messages no provider can take go to the durable outbox (degraded_mode = outbox).
+    let queued = wait_for_data(
+        &client,
+        &prom,
+        r#"router_outbox_depth{provider_id="p1"} > 0"#,
+        40,
+    )
+    .await;
+    assert!(
+        queued.is_some(),
+        "the outbox never held p1's messages during the mass failure"
+    );
     // Let probes fail at least once (open timeout 2 s), so half_open_failure is recorded.
     let probe_failed = wait_for_data(
         &client,
@@ -339,6 +352,17 @@ async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_
     assert!(
         closed.is_some(),
         "Prometheus never saw p1's breakers close after the fault was lifted"
+    );
+    let drained = wait_for_data(
+        &client,
+        &prom,
+        r#"sum(router_outbox_depth{provider_id="p1"}) == 0 and on () sum(router_outbox_delivered_total{provider_id="p1"}) > 0"#,
+        80,
+    )
+    .await;
+    assert!(
+        drained.is_some(),
+        "the outbox did not drain after the fault was lifted"
     );
     stop.store(true, Ordering::Relaxed);
     for l in loads {
@@ -437,5 +461,6 @@ async fn dashboard_queries_and_alerts_work_against_a_real_prometheus_scraping_a_
 
     drop(prometheus);
     router_under_test.stop().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
