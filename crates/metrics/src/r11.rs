@@ -3,6 +3,7 @@
 
 use crate::exposition::Snapshot;
 pub use crate::names::{OUTBOX_DELIVERED, OUTBOX_DEPTH, OUTBOX_ENQUEUED, OUTBOX_OLDEST_AGE};
+pub use crate::r10::{WaitError, wait_for};
 
 /// Metric name prefixes this module covers.
 pub const PREFIXES: [&str; 1] = ["router_outbox_"];
