@@ -13,10 +13,12 @@ use reqwest::Method;
 use serde_json::json;
 
 fn outbox_config(dir: &std::path::Path, capacity: usize) -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.data_dir = Some(dir.to_path_buf());
-    config.outbox_capacity = capacity;
-    config.degraded_mode = DegradedMode::Outbox;
+    let mut config = ServerConfig {
+        data_dir: Some(dir.to_path_buf()),
+        outbox_capacity: capacity,
+        degraded_mode: DegradedMode::Outbox,
+        ..ServerConfig::default()
+    };
     config.breaker.failure_threshold = 3;
     config.breaker.open_timeout_ms = 200;
     config.breaker.open_timeout_max_ms = 400;

@@ -183,8 +183,10 @@ async fn sticky_sessions_keep_their_provider_and_weights_spread_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_dispatch_have_stable_codes() {
-    let mut config = ServerConfig::default();
-    config.providers = vec!["p1".parse().unwrap(), "p2".parse().unwrap()];
+    let config = ServerConfig {
+        providers: vec!["p1".parse().unwrap(), "p2".parse().unwrap()],
+        ..ServerConfig::default()
+    };
     let router = TestRouter::start(config).await;
     let c = &router.client;
     let (status, body) = publish(c, "t", Some("nope"), "x1").await;
