@@ -750,6 +750,15 @@ fn object_table(items: &[Value]) -> String {
             }
         }
     }
+    // Keys first, the rest in the router's (alphabetical) order.
+    let mut placed = 0;
+    for key in ["tenant_id", "provider_id"] {
+        if let Some(at) = columns.iter().position(|c| c == key) {
+            let c = columns.remove(at);
+            columns.insert(placed, c);
+            placed += 1;
+        }
+    }
     let empty = Map::new();
     let rows: Vec<Vec<String>> = items
         .iter()

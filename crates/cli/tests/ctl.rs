@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use beamline_core::breaker::State;
+use beamline_core::policy::DegradedMode;
 use beamline_server::config::ServerConfig;
 use beamline_test_util::{TestRouter, free_port, test_token};
 use serde_json::{Value, json};
@@ -291,13 +292,12 @@ async fn ctl_inspects_and_operates_breakers_and_faults_on_a_live_router() {
     );
     assert_eq!(ok(&router, &["faults"]).await.stdout, "no fault rules\n");
 
-    // The outbox: a table when the router has the route, a clear 404 until then.
-    let outbox = ctl(&router, &["outbox"]).await;
-    match outbox.code {
-        Some(0) => assert!(!outbox.stdout.is_empty(), "{outbox:#?}"),
-        Some(6) => assert!(outbox.stderr.contains("no outbox endpoint"), "{outbox:#?}"),
-        _ => panic!("{outbox:#?}"),
-    }
+    // The outbox: this router has none.
+    let outbox = ok(&router, &["outbox"]).await.stdout;
+    assert!(
+        outbox.contains("enabled") && outbox.contains("false"),
+        "{outbox}"
+    );
     router.stop().await;
 }
 
@@ -387,4 +387,39 @@ async fn ctl_errors_are_one_line_with_distinct_exit_codes_and_never_show_the_tok
         "{run:#?}"
     );
     no_faults.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_outbox_shows_the_queued_backlog_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        degraded_mode: DegradedMode::Outbox,
+        ..ServerConfig::default()
+    };
+    let router = TestRouter::start(config).await;
+    ok(&router, &["force-open", "acme", "p1"]).await;
+    for i in 0..2 {
+        let r = router
+            .client
+            .publish("acme", "p1", &format!("q{i}"), json!({"i": i}))
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.code()), (202, "queued"), "{:?}", r.body);
+    }
+    let outbox = ok(&router, &["outbox"]).await.stdout;
+    let depth = outbox
+        .lines()
+        .find(|l| l.starts_with("depth "))
+        .unwrap_or_else(|| panic!("{outbox}"));
+    assert_eq!(depth.split_whitespace().nth(1), Some("2"), "{outbox}");
+    assert!(outbox.contains("\nkeys:\n"), "{outbox}");
+    let key = outbox
+        .lines()
+        .find(|l| l.contains("acme") && l.contains("p1"))
+        .unwrap_or_else(|| panic!("no backlog row for acme/p1:\n{outbox}"));
+    assert!(key.split_whitespace().any(|c| c == "2"), "{key}");
+    let as_json = ok(&router, &["outbox", "--json"]).await.json();
+    assert_eq!(as_json["depth"], 2, "{as_json}");
+    router.stop().await;
 }
