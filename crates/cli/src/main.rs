@@ -80,7 +80,7 @@ struct ServeArgs {
 #[derive(Subcommand, Debug)]
 enum ScenarioCommand {
     /// Run scenarios and print the report; exits 1 when an assertion fails.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the scenarios.
     List,
 }
@@ -96,12 +96,19 @@ struct RunArgs {
     /// Override the profile's requests per client per phase.
     #[arg(long)]
     requests: Option<usize>,
-    /// Run only this scenario (repeatable).
+    /// Run only this scenario (repeatable; `scenario list` names them).
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
-    /// Seed of the router's jitter and fault draws.
+    /// Pick ci or heavy at random, vary clients and requests within 20%, and run
+    /// mass_failure_opens_breaker and recovery_after_failure; everything follows --seed.
+    #[arg(long, conflicts_with_all = ["profile", "clients", "requests", "scenarios"])]
+    randomize: bool,
+    /// Seed of the router's jitter and fault draws (and of --randomize's choices).
     #[arg(long)]
     seed: Option<u64>,
+    /// Load the scenario files from this folder instead of the built-in ones.
+    #[arg(long)]
+    scenario_dir: Option<PathBuf>,
     /// Run the in-process router against NATS JetStream at this URL.
     #[arg(long, conflicts_with = "url")]
     nats: Option<String>,
@@ -114,6 +121,9 @@ struct RunArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write the report as a self-contained HTML page with charts to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Hide the progress bars.
     #[arg(long)]
     quiet: bool,
@@ -290,23 +300,9 @@ fn json_to_toml(value: &serde_json::Value, prefix: &str) -> String {
     scalars + &tables
 }
 
-async fn scenario_run(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn scenario_run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
     init_logs("error", LogFormat::Text);
-    let mut profile = match Profile::by_name(&args.profile) {
-        Some(p) => p,
-        None => bail!("unknown profile {:?}: use ci or heavy", args.profile),
-    };
-    if args.clients.is_some() || args.requests.is_some() {
-        profile.clients = args.clients.unwrap_or(profile.clients);
-        profile.requests = args.requests.unwrap_or(profile.requests);
-        if profile.clients == 0
-            || profile.requests == 0
-            || profile.clients > 10_000
-            || profile.requests > 100_000
-        {
-            bail!("--clients must be within 1..=10000 and --requests within 1..=100000");
-        }
-    }
+    let args = *args;
     let target = match (args.nats, args.url) {
         (Some(url), _) => Target::Nats(url),
         (None, Some(url)) => Target::Remote {
@@ -315,18 +311,60 @@ async fn scenario_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => Target::Embedded,
     };
-    let report = beamline_scenario::run(RunOptions {
+    let (profile, scenarios, seed) = if args.randomize {
+        let seed = args.seed.unwrap_or_else(beamline_scenario::new_seed);
+        let scenarios = beamline_scenario::RANDOMIZED_SCENARIOS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        (Profile::randomized(seed), scenarios, Some(seed))
+    } else {
+        let mut profile = match Profile::by_name(&args.profile) {
+            Some(p) => p,
+            None => bail!("unknown profile {:?}: use ci or heavy", args.profile),
+        };
+        profile.clients = args.clients.unwrap_or(profile.clients);
+        profile.requests = args.requests.unwrap_or(profile.requests);
+        (profile, args.scenarios, args.seed)
+    };
+    if profile.clients == 0
+        || profile.requests == 0
+        || profile.clients > 10_000
+        || profile.requests > 100_000
+    {
+        bail!("--clients must be within 1..=10000 and --requests within 1..=100000");
+    }
+    let options = RunOptions {
         profile,
-        scenarios: args.scenarios,
+        scenarios,
         target,
-        seed: args.seed,
+        seed,
         progress: !args.quiet,
-    })
-    .await?;
+    };
+    let source = beamline_scenario::ScenarioSource {
+        dir: args.scenario_dir,
+        randomized: args.randomize,
+    };
+    if let (true, Some(seed)) = (args.randomize, seed) {
+        eprintln!(
+            "randomized run: seed {seed}, profile {} ({} clients x {} requests)\nreproduce: {}",
+            options.profile.name,
+            options.profile.clients,
+            options.profile.requests,
+            beamline_scenario::reproduce(&options, &source, seed)
+        );
+    }
+    let report = beamline_scenario::run_with(options, source).await?;
     print!("{}", report.render_text());
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("JSON report: {}", path.display());
+    }
+    if let Some(path) = args.html {
+        std::fs::write(&path, beamline_scenario::html::render(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("HTML report: {}", path.display());
     }
     Ok(if report.passed() {
         ExitCode::SUCCESS

@@ -1,53 +1,105 @@
 //! The scenario runner: the product's proof and the operator's reproduction tool.
 //!
-//! [`run`] starts a router in-process on a free loopback port (embedded broker, or a real
-//! NATS JetStream with [`Target::Nats`]) or targets a running one ([`Target::Remote`],
-//! which must have faults enabled), drives concurrent HTTP clients through each scenario,
-//! injects broker faults through the admin API, and checks the R10 behaviour from the
-//! outside: HTTP answers, the router's transition and broker-attempt journals, `/metrics`
-//! (through `beamline_metrics::r10`), and what the broker stored.
+//! Scenarios are data ([`spec`]): one TOML file per fault story under `scenarios/`,
+//! embedded in the binary (or loaded from `--scenario-dir`). [`run`] runs each one:
+//! - in-process targets ([`Target::Embedded`], [`Target::Nats`]): a fresh router per
+//!   scenario on a free loopback port, configured from the runner's base settings
+//!   ([`scenario_config`]) with the scenario's `[router]` overrides, so every scenario gets
+//!   exactly the breaker and retry settings its file names;
+//! - a running router ([`Target::Remote`], faults enabled): its own settings; a scenario
+//!   whose overrides differ from them is reported not applicable, naming the keys.
+//!
+//! The engine ([`scenarios`]) drives concurrent HTTP clients through the phases, injects
+//! broker faults through the admin API, and [`checks`] verifies the R10 behaviour from
+//! the outside: HTTP answers, the transition and broker-attempt journals, `/metrics` and
+//! the broker's read-back. Every failed expectation is collected into the report
+//! ([`report`]), printed as text, written as JSON or as a self-contained HTML page with
+//! SVG charts ([`html`]).
 
 pub mod analysis;
+pub mod api;
+pub mod checks;
 pub mod client;
+pub mod html;
 pub mod load;
 pub mod report;
 pub mod scenarios;
+pub mod spec;
 
-use std::time::Duration;
+use std::path::PathBuf;
 
 use beamline_broker::jetstream::NatsConfig;
 use beamline_core::Clock;
 use beamline_core::breaker::BreakerConfig;
 use beamline_core::retry::RetryConfig;
+use beamline_core::rng::{JitterRng, SplitMix64};
 use beamline_server::clock::TokioClock;
 use beamline_server::config::{BrokerConfig, ServerConfig};
 use beamline_server::{RunningServer, Server};
 use indicatif::{MultiProgress, ProgressDrawTarget};
+use reqwest::Method;
+use serde_json::Value;
 
 use crate::client::{ClientError, RouterClient};
+use crate::load::RouterTime;
 use crate::report::{RunReport, ScenarioReport};
 use crate::scenarios::Ctx;
+use crate::spec::{BrokerNeed, ScenarioSpec, SpecError};
 
-/// Every scenario: name and one-line description.
+/// Every built-in scenario: name and one-line description (the files' own; a unit test
+/// keeps the two equal).
 pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "mass_failure_opens_breaker",
-        "baseline, then every publish fails: the breaker opens and sheds load",
+        "baseline traffic, then every publish fails: the breaker opens and sheds load",
     ),
     (
         "recovery_after_failure",
-        "the fault is removed: half-open, bounded probes, closed, traffic normal",
+        "the fault is removed: half-open after the timeout, bounded probes, closed, traffic normal",
+    ),
+    (
+        "latency_trigger",
+        "publishes slowed above the latency threshold: opens on latency, never on a failure rule",
+    ),
+    (
+        "error_rate_partial_failure",
+        "about 60% of publishes fail: opens on the error rate, not on consecutive failures",
+    ),
+    (
+        "timeout_fault",
+        "publishes hang: every attempt cut at the attempt timeout, no request past its deadline",
+    ),
+    (
+        "close_connection",
+        "the broker connection drops (real NATS): the router reconnects, nothing acknowledged lost",
+    ),
+    (
+        "thundering_herd_recovery",
+        "many tenants on one provider open together; recovery probes bounded per key and spread",
+    ),
+    (
+        "deadline_vs_sla",
+        "a deadline shorter than the backoff schedule: retries stop at the deadline, never after",
     ),
 ];
+
+/// A fresh random seed (for `--randomize` without `--seed`).
+pub fn new_seed() -> u64 {
+    rand::random::<u64>()
+}
+
+/// The scenarios `--randomize` runs.
+pub const RANDOMIZED_SCENARIOS: [&str; 2] =
+    ["mass_failure_opens_breaker", "recovery_after_failure"];
 
 /// Load size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
-    /// Name (`ci`, `heavy`, `custom`).
+    /// Name (`ci`, `heavy`).
     pub name: String,
     /// Concurrent clients.
     pub clients: usize,
-    /// Requests per client per phase.
+    /// Requests per client per phase (phases scale it by their `requests` fraction).
     pub requests: usize,
 }
 
@@ -77,6 +129,22 @@ impl Profile {
             "heavy" => Some(Self::heavy()),
             _ => None,
         }
+    }
+
+    /// `--randomize`: `ci` or `heavy` at random, clients and requests varied within ±20%,
+    /// all drawn from `seed` (so the seed alone reproduces the choice).
+    pub fn randomized(seed: u64) -> Self {
+        let mut rng = SplitMix64::new(seed ^ 0x5eed_5eed_5eed_5eed);
+        let mut profile = if rng.next_unit() < 0.5 {
+            Self::ci()
+        } else {
+            Self::heavy()
+        };
+        let mut vary =
+            |n: usize| ((n as f64 * (0.8 + 0.4 * rng.next_unit())).round() as usize).max(1);
+        profile.clients = vary(profile.clients);
+        profile.requests = vary(profile.requests);
+        profile
     }
 }
 
@@ -109,7 +177,7 @@ impl Target {
         match self {
             Target::Embedded => String::new(),
             Target::Nats(url) => format!(" --nats {url}"),
-            Target::Remote { url, .. } => format!(" --url {url} --admin-token <token>"),
+            Target::Remote { url, .. } => format!(" --url {url} --admin-token \"$TOKEN\""),
         }
     }
 }
@@ -123,18 +191,58 @@ pub struct RunOptions {
     pub scenarios: Vec<String>,
     /// What to drive.
     pub target: Target,
-    /// Seed for the router's jitter (in-process targets); random when `None`.
+    /// Seed for the router's jitter and fault draws (in-process targets); random when
+    /// `None`.
     pub seed: Option<u64>,
     /// Show progress bars on stderr.
     pub progress: bool,
+}
+
+/// Where the scenarios come from and how the run was chosen (for [`run_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct ScenarioSource {
+    /// Load the scenario files from this folder instead of the built-in ones.
+    pub dir: Option<PathBuf>,
+    /// The run was chosen by `--randomize` (the reproduce command says so).
+    pub randomized: bool,
+}
+
+impl RunOptions {
+    /// Options for `profile` on `target` with every scenario, a fixed seed and no progress
+    /// bars (tests).
+    pub fn quiet(profile: Profile, target: Target, seed: u64) -> Self {
+        RunOptions {
+            profile,
+            scenarios: Vec::new(),
+            target,
+            seed: Some(seed),
+            progress: false,
+        }
+    }
 }
 
 /// The run could not be carried out (as opposed to a scenario failing).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// An unknown scenario was asked for.
-    #[error("unknown scenario {0:?}; known: {known}", known = SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(", "))]
-    UnknownScenario(String),
+    #[error("unknown scenario {name:?}; known: {known}")]
+    UnknownScenario {
+        /// The name asked for.
+        name: String,
+        /// The names known.
+        known: String,
+    },
+    /// A scenario file is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A scenario's router overrides make an invalid configuration.
+    #[error("scenario {scenario}: router configuration: {detail}")]
+    Config {
+        /// The scenario.
+        scenario: String,
+        /// What is wrong (names the key).
+        detail: String,
+    },
     /// The in-process router did not start.
     #[error("cannot start the router: {0}")]
     Start(String),
@@ -143,8 +251,8 @@ pub enum RunError {
     Client(#[from] ClientError),
 }
 
-/// The router configuration scenarios run under: production semantics with short
-/// timeouts so a whole run takes seconds.
+/// The router configuration scenarios run under before their overrides: production
+/// semantics with short timeouts so a whole run takes seconds.
 pub fn scenario_config(target: &Target, seed: u64) -> ServerConfig {
     let broker = match target {
         Target::Nats(url) => BrokerConfig::Nats(NatsConfig {
@@ -187,108 +295,308 @@ pub fn scenario_config(target: &Target, seed: u64) -> ServerConfig {
     }
 }
 
-/// Runs the scenarios and returns the report (a failed assertion is in the report, not an
-/// error).
+fn merge(base: &mut Value, overrides: &toml::Table) -> Result<(), String> {
+    let over = serde_json::to_value(overrides).map_err(|e| e.to_string())?;
+    if let (Value::Object(b), Value::Object(o)) = (base, over) {
+        for (k, v) in o {
+            b.insert(k, v);
+        }
+    }
+    Ok(())
+}
+
+/// The base configuration with a scenario's `[router]` overrides applied.
+pub fn config_for(spec: &ScenarioSpec, base: &ServerConfig) -> Result<ServerConfig, String> {
+    let mut breaker = serde_json::to_value(&base.breaker).map_err(|e| e.to_string())?;
+    let mut retry = serde_json::to_value(&base.retry).map_err(|e| e.to_string())?;
+    merge(&mut breaker, &spec.router.breaker)?;
+    merge(&mut retry, &spec.router.retry)?;
+    let mut config = base.clone();
+    config.breaker =
+        serde_json::from_value(breaker).map_err(|e| format!("[router.breaker]: {e}"))?;
+    config.retry = serde_json::from_value(retry).map_err(|e| format!("[router.retry]: {e}"))?;
+    Ok(config)
+}
+
+/// The overrides a running router's settings do not match (`section.key`: wanted vs
+/// running).
+fn mismatched_overrides(spec: &ScenarioSpec, running: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (section, table) in [
+        ("breaker", &spec.router.breaker),
+        ("retry", &spec.router.retry),
+    ] {
+        let Ok(Value::Object(wanted)) = serde_json::to_value(table) else {
+            continue;
+        };
+        for (k, v) in wanted {
+            let have = &running[section][&k];
+            let equal = match (v.as_f64(), have.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                _ => &v == have,
+            };
+            if !equal {
+                out.push(format!("{section}.{k} = {v} (router has {have})"));
+            }
+        }
+    }
+    out
+}
+
+/// Loads the scenarios and picks the ones asked for, in file order.
+pub fn select(
+    options: &RunOptions,
+    source: &ScenarioSource,
+) -> Result<Vec<ScenarioSpec>, RunError> {
+    let all = match &source.dir {
+        Some(dir) => spec::load_dir(dir)?,
+        None => spec::builtin()?,
+    };
+    if options.scenarios.is_empty() {
+        return Ok(all);
+    }
+    for name in &options.scenarios {
+        if !all.iter().any(|s| &s.name == name) {
+            return Err(RunError::UnknownScenario {
+                name: name.clone(),
+                known: all
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| options.scenarios.contains(&s.name))
+        .collect())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &Value, section: &str) -> Result<T, ClientError> {
+    serde_json::from_value(value[section].clone()).map_err(|e| ClientError::Decode {
+        path: "/admin/config".into(),
+        detail: format!("{section}: {e}"),
+    })
+}
+
+/// Runs the built-in scenarios and returns the report (a failed assertion is in the
+/// report, not an error).
 pub async fn run(options: RunOptions) -> Result<RunReport, RunError> {
+    run_with(options, ScenarioSource::default()).await
+}
+
+/// Runs the scenarios of `source` and returns the report.
+pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<RunReport, RunError> {
     let clock = TokioClock::new();
     let started = clock.now();
-    let names: Vec<String> = if options.scenarios.is_empty() {
-        SCENARIOS.iter().map(|s| s.0.to_owned()).collect()
-    } else {
-        options.scenarios.clone()
-    };
-    if let Some(unknown) = names
-        .iter()
-        .find(|n| !SCENARIOS.iter().any(|s| s.0 == n.as_str()))
-    {
-        return Err(RunError::UnknownScenario(unknown.clone()));
-    }
+    let specs = select(&options, &source)?;
     let seed = options.seed.unwrap_or_else(rand::random::<u64>);
-    let (server, client): (Option<RunningServer>, RouterClient) = match &options.target {
-        Target::Remote { url, token } => (None, RouterClient::new(url, Some(token.clone()))?),
-        local => {
-            let config = scenario_config(local, seed);
-            let token = config.admin_token.clone();
-            let valid = config
-                .validate()
-                .map_err(|e| RunError::Start(e.to_string()))?;
-            let server = Server::start(valid)
-                .await
-                .map_err(|e| RunError::Start(e.to_string()))?;
-            let client = RouterClient::new(&format!("http://{}", server.addr()), token)?;
-            (Some(server), client)
-        }
-    };
-    let result = run_scenarios(&client, &options, &names, seed).await;
-    if let Some(server) = server {
-        server.shutdown().await;
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let progress = MultiProgress::new();
+    if !options.progress {
+        progress.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let scenarios = result?;
-    let scenario_flags: String = if options.scenarios.is_empty() {
-        String::new()
-    } else {
-        names.iter().map(|n| format!(" --scenario {n}")).collect()
+    let remote = match &options.target {
+        Target::Remote { url, token } => Some(RouterClient::new(url, Some(token.clone()))?),
+        _ => None,
     };
+    let mut broker_name = match &options.target {
+        Target::Embedded => "embedded",
+        Target::Nats(_) => "nats",
+        Target::Remote { .. } => "remote",
+    };
+    if let Some(client) = &remote {
+        let health = client.admin(Method::GET, "/healthz", None).await?;
+        broker_name = if health["broker"] == "jetstream" {
+            "nats"
+        } else {
+            "embedded"
+        };
+    }
+    let mut reports = Vec::new();
+    for (index, spec) in specs.iter().enumerate() {
+        if spec.needs.broker == BrokerNeed::Nats && broker_name == "embedded" {
+            reports.push(ScenarioReport::not_applicable(
+                &spec.name,
+                &spec.description,
+                "needs a real NATS JetStream (the embedded broker has no connection to drop): \
+                 run with --nats URL",
+            ));
+            continue;
+        }
+        // The router this scenario drives, and the settings it runs under.
+        let (client, server, breaker, retry) = match &remote {
+            Some(client) => {
+                let config = client.config().await?;
+                let mismatch = mismatched_overrides(spec, &config);
+                if !mismatch.is_empty() {
+                    reports.push(ScenarioReport::not_applicable(
+                        &spec.name,
+                        &spec.description,
+                        &format!(
+                            "the running router's settings differ from the scenario's: {}",
+                            mismatch.join(", ")
+                        ),
+                    ));
+                    continue;
+                }
+                let breaker: BreakerConfig = decode(&config, "breaker")?;
+                let retry: RetryConfig = decode(&config, "retry")?;
+                (client.clone(), None, breaker, retry)
+            }
+            None => {
+                let base = scenario_config(&options.target, seed);
+                let config_error = |detail: String| RunError::Config {
+                    scenario: spec.name.clone(),
+                    detail,
+                };
+                let config = config_for(spec, &base).map_err(config_error)?;
+                let (breaker, retry) = (config.breaker.clone(), config.retry.clone());
+                let token = config.admin_token.clone();
+                let valid = config.validate().map_err(|e| config_error(e.to_string()))?;
+                let server: RunningServer = Server::start(valid)
+                    .await
+                    .map_err(|e| RunError::Start(e.to_string()))?;
+                let client = RouterClient::new(&format!("http://{}", server.addr()), token)?;
+                (client, Some(server), breaker, retry)
+            }
+        };
+        let ctx = Ctx {
+            client: &client,
+            profile: &options.profile,
+            run_id: run_id.clone(),
+            index,
+            breaker,
+            retry,
+            broker: broker_name,
+            progress: &progress,
+            time: RouterTime::calibrate(&client).await?,
+        };
+        let result = scenarios::execute(spec, &ctx).await;
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
+        let report = result?;
+        reports.push(report);
+    }
+    let _ = progress.clear();
+    let total_requests: usize = reports.iter().map(|r| r.requests).sum();
+    let load_secs: f64 = reports.iter().map(|r| r.load_time.as_secs_f64()).sum();
     Ok(RunReport {
         profile: options.profile.name.clone(),
         clients: options.profile.clients,
         requests: options.profile.requests,
         target: options.target.describe(),
+        broker: broker_name.to_owned(),
         seed,
-        scenarios,
+        scenarios: reports,
         duration: clock.now().since(started),
-        reproduce: format!(
-            "beamline-router scenario run --clients {} --requests {} --seed {seed}{}{scenario_flags}",
-            options.profile.clients,
-            options.profile.requests,
-            options.target.flags()
-        ),
+        total_requests,
+        throughput_rps: if load_secs > 0.0 {
+            total_requests as f64 / load_secs
+        } else {
+            0.0
+        },
+        reproduce: reproduce(&options, &source, seed),
     })
 }
 
-async fn run_scenarios(
-    client: &RouterClient,
-    options: &RunOptions,
-    names: &[String],
-    seed: u64,
-) -> Result<Vec<ScenarioReport>, RunError> {
-    let config = client.config().await?;
-    let breaker: BreakerConfig =
-        serde_json::from_value(config["breaker"].clone()).map_err(|e| ClientError::Decode {
-            path: "/admin/config".into(),
-            detail: e.to_string(),
-        })?;
-    let retry: RetryConfig =
-        serde_json::from_value(config["retry"].clone()).map_err(|e| ClientError::Decode {
-            path: "/admin/config".into(),
-            detail: e.to_string(),
-        })?;
-    let progress = MultiProgress::new();
-    if !options.progress {
-        progress.set_draw_target(ProgressDrawTarget::hidden());
+/// The command that reproduces a run.
+pub fn reproduce(options: &RunOptions, source: &ScenarioSource, seed: u64) -> String {
+    let target = options.target.flags();
+    let dir = source
+        .dir
+        .as_ref()
+        .map(|d| format!(" --scenario-dir {}", d.display()))
+        .unwrap_or_default();
+    let scenarios: String = options
+        .scenarios
+        .iter()
+        .map(|n| format!(" --scenario {n}"))
+        .collect();
+    let explicit = format!(
+        "beamline-router scenario run --profile {} --clients {} --requests {}{scenarios} --seed {seed}{target}{dir}",
+        options.profile.name, options.profile.clients, options.profile.requests
+    );
+    if source.randomized {
+        format!(
+            "beamline-router scenario run --randomize --seed {seed}{target}{dir}  (= {explicit})"
+        )
+    } else {
+        explicit
     }
-    let ctx = Ctx {
-        client,
-        clients: options.profile.clients.max(1),
-        requests: options.profile.requests.max(1),
-        run_id: format!("{:08x}", seed as u32 ^ rand::random::<u32>()),
-        breaker,
-        retry,
-        progress,
-    };
-    let clock = TokioClock::new();
-    let mut reports = Vec::new();
-    for name in names {
-        let started = clock.now();
-        let mut report = match name.as_str() {
-            "mass_failure_opens_breaker" => scenarios::mass_failure_opens_breaker(&ctx).await?,
-            "recovery_after_failure" => scenarios::recovery_after_failure(&ctx).await?,
-            other => return Err(RunError::UnknownScenario(other.to_owned())),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn randomized_profiles_stay_within_twenty_percent_and_follow_the_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..200 {
+            let p = Profile::randomized(seed);
+            assert_eq!(p, Profile::randomized(seed));
+            let base = Profile::by_name(&p.name).unwrap();
+            for (v, b) in [(p.clients, base.clients), (p.requests, base.requests)] {
+                let (lo, hi) = ((b as f64 * 0.8).floor(), (b as f64 * 1.2).ceil());
+                assert!((lo..=hi).contains(&(v as f64)), "{p:?}");
+            }
+            seen.insert(p.name);
+        }
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn overrides_apply_to_the_keys_they_name_only() {
+        let specs = spec::builtin().unwrap();
+        let deadline = specs.iter().find(|s| s.name == "deadline_vs_sla").unwrap();
+        let base = scenario_config(&Target::Embedded, 1);
+        let c = config_for(deadline, &base).unwrap();
+        assert_eq!(c.retry.max_attempts, 6);
+        assert_eq!(c.breaker.open_timeout_ms, base.breaker.open_timeout_ms);
+        for s in &specs {
+            let c = config_for(s, &base).unwrap();
+            assert!(c.validate().is_ok(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn a_running_router_with_other_settings_is_named_key_by_key() {
+        let specs = spec::builtin().unwrap();
+        let latency = specs.iter().find(|s| s.name == "latency_trigger").unwrap();
+        let running = serde_json::to_value(scenario_config(&Target::Embedded, 1)).unwrap();
+        let m = mismatched_overrides(latency, &running);
+        assert!(
+            m.iter()
+                .any(|x| x.starts_with("breaker.latency_threshold_ms")),
+            "{m:?}"
+        );
+        let mass = specs
+            .iter()
+            .find(|s| s.name == "mass_failure_opens_breaker")
+            .unwrap();
+        assert!(mismatched_overrides(mass, &running).is_empty());
+    }
+
+    #[test]
+    fn the_reproduce_command_names_everything_that_shapes_the_run() {
+        let mut o = RunOptions::quiet(Profile::randomized(9), Target::Nats("nats://h:1".into()), 9);
+        o.scenarios = RANDOMIZED_SCENARIOS.iter().map(|s| s.to_string()).collect();
+        let source = ScenarioSource {
+            dir: None,
+            randomized: true,
         };
-        report.duration = clock.now().since(started);
-        reports.push(report);
+        let r = reproduce(&o, &source, 9);
+        assert!(
+            r.starts_with("beamline-router scenario run --randomize --seed 9 --nats nats://h:1"),
+            "{r}"
+        );
+        assert!(r.contains("--scenario recovery_after_failure"), "{r}");
+        assert!(
+            r.contains(&format!("--clients {}", o.profile.clients)),
+            "{r}"
+        );
     }
-    let _ = ctx.progress.clear();
-    tokio::time::sleep(Duration::ZERO).await;
-    Ok(reports)
 }

@@ -1,490 +1,542 @@
-//! The scenarios: each drives load and faults through a router and checks the R10
-//! behaviour from the outside (HTTP answers, the router's journals, `/metrics`).
+//! The scenario engine: runs one [`ScenarioSpec`] against a router and checks it.
+//!
+//! A run sets up the scenario's keys (tenants × providers, unique per run), puts its
+//! tenant policy, then for each phase sets the phase's faults, waits, drives the load,
+//! waits, and clears the faults. Afterwards it reads the router's transition journal, the
+//! broker-side attempt journal, `/metrics` and the broker's read-back, and checks:
+//! - the generic R10 properties ([`crate::checks`]), on every scenario;
+//! - the file's expectations (`[expect]`, `[[expect.ranges]]`).
+//!
+//! Every failed expectation is collected; none stops the others. Only a router that cannot
+//! be reached (or answers the admin API wrongly) ends a scenario early, as an error.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use beamline_core::breaker::{BreakerConfig, State};
+use beamline_core::Clock;
+use beamline_core::breaker::BreakerConfig;
 use beamline_core::retry::RetryConfig;
-use beamline_metrics::{Snapshot, r10};
+use beamline_metrics::Snapshot;
+use beamline_server::clock::TokioClock;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{Value, json};
 
-use crate::analysis::{attempts_in, of_key, periods};
-use crate::client::{ClientError, RouterClient, TransitionRecord};
-use crate::load::{LoadSpec, RequestRecord, drive, quantile};
-use crate::report::ScenarioReport;
+use crate::Profile;
+use crate::api;
+use crate::checks::{self, Collected, FaultWindow, PhaseWindow};
+use crate::client::{ClientError, RouterClient};
+use crate::load::{LoadSpec, RequestRecord, RouterTime, drive};
+use crate::report::{AssertionKind, ScenarioReport};
+use crate::spec::{Feature, PhaseSpec, ScenarioSpec, WaitSpec, WaitUntil};
 
-/// Attempts already admitted when a breaker opens may reach the broker just after the
-/// opening instant (the admission and the broker-side journal entry are not atomic);
-/// attempts within this grace after an opening are counted as in flight, not as leaks.
-pub const OPENING_GRACE_US: u64 = 5_000;
-/// p99 bound for fail-fast answers on the embedded broker.
-pub const FAST_REJECTION_P99: Duration = Duration::from_millis(50);
+/// How often waits poll the router.
+const POLL: Duration = Duration::from_millis(10);
+/// Longest wait for the outbox to deliver queued messages before the read-back.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What every scenario gets.
 #[derive(Debug)]
 pub struct Ctx<'a> {
     /// The router.
     pub client: &'a RouterClient,
-    /// Concurrent clients.
-    pub clients: usize,
-    /// Requests per client.
-    pub requests: usize,
+    /// Load size.
+    pub profile: &'a Profile,
     /// Unique per run: keeps keys and message ids apart across runs on one router.
     pub run_id: String,
-    /// The router's default breaker settings.
+    /// Index of the scenario in the run (message ids).
+    pub index: usize,
+    /// The router's breaker settings.
     pub breaker: BreakerConfig,
     /// The router's retry settings.
     pub retry: RetryConfig,
+    /// `embedded` or `nats`.
+    pub broker: &'static str,
     /// Progress display.
-    pub progress: MultiProgress,
+    pub progress: &'a MultiProgress,
+    /// The router's clock.
+    pub time: RouterTime,
 }
 
-impl Ctx<'_> {
-    fn bar(&self, scenario: &str, phase: &str) -> ProgressBar {
-        let bar = self.progress.add(ProgressBar::new(0));
-        let style = ProgressStyle::with_template("{prefix:>32} {msg:<12} [{bar:30}] {pos}/{len}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style.progress_chars("=> "));
-        bar.set_prefix(scenario.to_owned());
-        bar.set_message(phase.to_owned());
-        bar
-    }
+/// The scenario's keys: tenants and providers, made unique for the run.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// Tenant ids.
+    pub tenants: Vec<String>,
+    /// (logical name, provider id).
+    pub providers: Vec<(String, String)>,
+}
 
-    fn spec(&self, tenant: &str, provider: &str, phase: &str, requests: usize) -> LoadSpec {
-        LoadSpec {
-            clients: self.clients,
-            requests: requests.max(1),
-            tenants: vec![tenant.to_owned()],
-            provider: provider.to_owned(),
-            id_prefix: format!("{}-{phase}", self.run_id),
-            pause: Duration::ZERO,
+impl Keys {
+    fn new(spec: &ScenarioSpec, run_id: &str) -> Self {
+        let stem: String = spec
+            .name
+            .split('_')
+            .filter_map(|w| w.chars().next())
+            .collect();
+        Keys {
+            tenants: (0..spec.keys.tenants)
+                .map(|i| format!("{stem}-{run_id}-t{i}"))
+                .collect(),
+            providers: spec
+                .keys
+                .providers
+                .iter()
+                .map(|p| (p.clone(), format!("{stem}-{run_id}-{p}")))
+                .collect(),
         }
     }
 
-    async fn phase(&self, scenario: &str, phase: &str, spec: &LoadSpec) -> Vec<RequestRecord> {
-        let bar = self.bar(scenario, phase);
-        let records = drive(self.client, spec, &bar).await;
-        bar.finish();
-        records
+    /// The provider id of a logical name (the name itself if unknown).
+    pub fn provider(&self, name: &str) -> String {
+        self.providers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| name.to_owned(), |(_, id)| id.clone())
     }
 
-    async fn snapshot(&self) -> Result<Snapshot, ClientError> {
-        let text = self.client.metrics().await?;
-        Snapshot::parse(&text).map_err(|e| ClientError::Decode {
-            path: "/metrics".into(),
-            detail: e.to_string(),
-        })
+    /// The logical name of a provider id.
+    pub fn provider_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.providers
+            .iter()
+            .find(|(_, i)| i == id)
+            .map_or(id, |(n, _)| n.as_str())
     }
 
-    /// Longest open period the breaker can pick for its first opening.
-    fn max_first_open(&self) -> Duration {
-        let ms = self.breaker.open_timeout_ms as f64 * (1.0 + self.breaker.open_timeout_jitter);
-        Duration::from_millis(ms.ceil() as u64)
+    /// Every provider id.
+    pub fn provider_ids(&self) -> Vec<String> {
+        self.providers.iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// Short display of a key: `t3 / main`.
+    pub fn short(&self, tenant: &str, provider: &str) -> String {
+        let t = tenant.rsplit('-').next().unwrap_or(tenant);
+        format!("{t} / {}", self.provider_name(provider))
+    }
+
+    fn first_provider(&self) -> String {
+        self.providers
+            .first()
+            .map(|(_, id)| id.clone())
+            .unwrap_or_default()
     }
 }
 
-fn count(records: &[RequestRecord], status: u16) -> usize {
-    records
-        .iter()
-        .filter(|r| r.response.status == status)
-        .count()
+fn bar(progress: &MultiProgress, scenario: &str, phase: &str) -> ProgressBar {
+    let bar = progress.add(ProgressBar::new(0));
+    let style = ProgressStyle::with_template("{prefix:>28} {msg:<14} [{bar:30}] {pos}/{len}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_prefix(scenario.to_owned());
+    bar.set_message(phase.to_owned());
+    bar
 }
 
-fn check_attempt_caps(report: &mut ScenarioReport, records: &[&RequestRecord], max_attempts: u32) {
-    let worst = records
-        .iter()
-        .map(|r| r.response.attempts())
-        .max()
-        .unwrap_or(0);
-    report.check(
-        "attempts per request <= max_attempts",
-        worst <= max_attempts,
-        worst,
-        max_attempts,
-    );
+async fn snapshot(client: &RouterClient) -> Result<Snapshot, ClientError> {
+    let text = client.metrics().await?;
+    Snapshot::parse(&text).map_err(|e| ClientError::Decode {
+        path: "/metrics".into(),
+        detail: e.to_string(),
+    })
 }
 
-/// Every message answered 200 is stored exactly once; no message is stored twice.
-async fn check_stored_once(
-    report: &mut ScenarioReport,
+/// Whether every (or any) tenant's key of `provider` is in `state`.
+async fn keys_in_state(
     client: &RouterClient,
+    tenants: &[String],
     provider: &str,
-    records: &[&RequestRecord],
-) -> Result<(), ClientError> {
-    let stored = client
-        .stored_message_ids(&format!("beamline.provider.{provider}"))
-        .await?;
-    let mut counts = std::collections::HashMap::<&str, usize>::new();
-    for id in &stored {
-        *counts.entry(id.as_str()).or_default() += 1;
+    state: WaitUntil,
+    any: bool,
+) -> Result<bool, ClientError> {
+    if state == WaitUntil::OutboxEmpty {
+        let s = snapshot(client).await?;
+        let depth: f64 = tenants
+            .iter()
+            .map(|t| {
+                beamline_metrics::r11::depth(&s, &[("tenant_id", t), ("provider_id", provider)])
+            })
+            .sum();
+        return Ok(depth == 0.0);
     }
-    let acknowledged: Vec<&str> = records
-        .iter()
-        .filter(|r| r.response.status == 200)
-        .map(|r| r.message_id.as_str())
-        .collect();
-    let missing = acknowledged
-        .iter()
-        .filter(|id| !counts.contains_key(*id))
-        .count();
-    let duplicated = counts.values().filter(|n| **n > 1).count();
+    let states = api::breaker_states(client, provider).await?;
+    let wanted = state.as_str();
+    let is = |t: &String| states.get(t).map_or("closed", String::as_str) == wanted;
+    Ok(if any {
+        tenants.iter().any(is)
+    } else {
+        tenants.iter().all(is)
+    })
+}
+
+/// Runs one scenario. A failed expectation is in the report; only a router that cannot
+/// be talked to is an error.
+pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioReport, ClientError> {
+    let clock = TokioClock::new();
+    let started = clock.now();
+    let client = ctx.client;
+    let mut report = ScenarioReport::new(&spec.name, &spec.description);
+    report.config = json!({"breaker": ctx.breaker, "retry": ctx.retry});
+    let keys = Keys::new(spec, &ctx.run_id);
+
+    // Features: a router without them fails the scenario, clearly.
+    let mut missing = false;
+    for feature in &spec.needs.features {
+        let (present, probe) = match feature {
+            Feature::Policies => {
+                let path = format!("/admin/policies/{}", keys.tenants[0]);
+                (
+                    api::has_route(client, Method::GET, &path, None).await?,
+                    format!("GET {path}"),
+                )
+            }
+            Feature::Outbox => (
+                api::has_route(client, Method::GET, "/admin/outbox", None).await?,
+                "GET /admin/outbox".to_owned(),
+            ),
+        };
+        report.check(
+            AssertionKind::Setup,
+            &format!("router supports {}", feature.as_str()),
+            present,
+            if present {
+                format!("{probe}: route present")
+            } else {
+                format!("{probe}: 404 not_found (feature not in this router)")
+            },
+            "route present",
+        );
+        missing |= !present;
+    }
+    if missing {
+        report.duration = clock.now().since(started);
+        report.finish();
+        return Ok(report);
+    }
+
+    let since = client.now_us().await?;
+    let before = snapshot(client).await?;
+
+    if let Some(policy) = &spec.policy {
+        let mut value = serde_json::to_value(policy).unwrap_or(Value::Null);
+        substitute_providers(&mut value, &keys);
+        let mut failures = Vec::new();
+        for tenant in &keys.tenants {
+            if let Err(e) = api::put_policy(client, tenant, value.clone()).await {
+                failures.push(e.to_string());
+            }
+        }
+        report.check(
+            AssertionKind::Setup,
+            "tenant policy accepted",
+            failures.is_empty(),
+            failures
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "accepted".into()),
+            "PUT /admin/policies/{tenant} answers 200",
+        );
+        if !failures.is_empty() {
+            report.duration = clock.now().since(started);
+            report.finish();
+            return Ok(report);
+        }
+    }
+
+    let mut records: Vec<RequestRecord> = Vec::new();
+    let mut phases: Vec<PhaseWindow> = Vec::new();
+    let mut faults: Vec<FaultWindow> = Vec::new();
+    let mut load_time = Duration::ZERO;
+    for (index, phase) in spec.phases.iter().enumerate() {
+        let start_us = ctx.time.now_us();
+        let mut set: Vec<String> = Vec::new();
+        for f in &phase.faults {
+            let provider = keys.provider(&f.provider);
+            let tenant = f.tenant.map(|t| keys.tenants[t].clone());
+            let fault = serde_json::to_value(&f.fault).unwrap_or(Value::Null);
+            client
+                .set_fault(&provider, tenant.as_deref(), fault.clone())
+                .await?;
+            faults.push(FaultWindow {
+                phase: index,
+                provider,
+                tenant,
+                fault: f.fault.clone(),
+                label: format!("{}: {}", f.provider, fault_label(&fault)),
+                from_us: ctx.time.now_us(),
+                to_us: 0,
+            });
+            set.push(keys.provider(&f.provider));
+        }
+        if let Some(wait) = &phase.wait_before {
+            wait_for(ctx, &keys, phase, wait, "before", &mut report).await?;
+        }
+        let load_started = clock.now();
+        if phase.has_load() {
+            let load = load_spec(spec, phase, ctx, &keys);
+            let progress = bar(ctx.progress, &spec.name, &phase.name);
+            let stop = Arc::new(AtomicBool::new(false));
+            let watcher = phase.stop_when.map(|state| {
+                let client = client.clone();
+                let tenants = keys.tenants.clone();
+                let provider = keys.first_provider();
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Ok(true) =
+                            keys_in_state(&client, &tenants, &provider, state, false).await
+                        {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                        tokio::time::sleep(POLL).await;
+                    }
+                })
+            });
+            let sent = drive(client, ctx.time, index, &load, &progress, Arc::clone(&stop)).await;
+            stop.store(true, Ordering::SeqCst);
+            if let Some(w) = watcher {
+                let _ = w.await;
+            }
+            progress.finish();
+            records.extend(sent);
+        }
+        load_time += clock.now().since(load_started);
+        if let Some(wait) = &phase.wait_after {
+            wait_for(ctx, &keys, phase, wait, "after", &mut report).await?;
+        }
+        set.sort();
+        set.dedup();
+        for provider in &set {
+            client.clear_faults(Some(provider)).await?;
+        }
+        let end_us = ctx.time.now_us();
+        for f in faults.iter_mut().filter(|f| f.phase == index) {
+            f.to_us = end_us;
+        }
+        phases.push(PhaseWindow {
+            name: phase.name.clone(),
+            from_us: start_us,
+            to_us: end_us,
+        });
+    }
+
+    // Messages answered 202 are delivered later: give the outbox time to drain before the
+    // read-back, and say how long it took.
+    let queued = records.iter().filter(|r| r.response.status == 202).count();
+    if queued > 0 {
+        let waited = clock.now();
+        let mut drained = false;
+        while clock.now().since(waited) < DRAIN_TIMEOUT {
+            if keys_all_drained(client, &keys).await? {
+                drained = true;
+                break;
+            }
+            tokio::time::sleep(POLL * 5).await;
+        }
+        report.check(
+            AssertionKind::Setup,
+            "outbox drained before the read-back",
+            drained,
+            format!(
+                "{queued} queued; {} after {:.0} ms",
+                if drained { "drained" } else { "not drained" },
+                clock.now().since(waited).as_secs_f64() * 1e3
+            ),
+            format!("depth 0 within {} s", DRAIN_TIMEOUT.as_secs()),
+        );
+    }
+
+    let end_us = ctx.time.now_us();
+    let after = snapshot(client).await?;
+    let transitions = client.transitions(since).await?;
+    let attempts = client.attempts(since).await?;
+    let mut stored = HashMap::new();
+    for id in keys.provider_ids() {
+        let ids = client
+            .stored_message_ids(&format!("beamline.provider.{id}"))
+            .await?;
+        stored.insert(id, ids);
+    }
+    let tenants = &keys.tenants;
+    let providers = keys.provider_ids();
+    let in_scope =
+        |t: &str, p: &str| tenants.iter().any(|x| x == t) && providers.iter().any(|x| x == p);
+    let collected = Collected {
+        spec,
+        keys: &keys,
+        breaker: &ctx.breaker,
+        retry: &ctx.retry,
+        broker: ctx.broker,
+        start_us: since,
+        end_us,
+        phases,
+        faults,
+        records,
+        transitions: transitions
+            .into_iter()
+            .filter(|t| in_scope(&t.tenant_id, &t.provider_id))
+            .collect(),
+        attempts: attempts
+            .into_iter()
+            .filter(|a| in_scope(&a.tenant_id, &a.provider_id))
+            .collect(),
+        stored,
+        before,
+        after,
+    };
+    checks::evaluate(&collected, &mut report);
+    report.requests = collected.records.len();
+    report.load_time = load_time;
+    report.duration = clock.now().since(started);
+    report.finish();
+    Ok(report)
+}
+
+async fn keys_all_drained(client: &RouterClient, keys: &Keys) -> Result<bool, ClientError> {
+    for p in keys.provider_ids() {
+        if !keys_in_state(client, &keys.tenants, &p, WaitUntil::OutboxEmpty, false).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn load_spec(spec: &ScenarioSpec, phase: &PhaseSpec, ctx: &Ctx<'_>, keys: &Keys) -> LoadSpec {
+    let clients = ((ctx.profile.clients as f64 * phase.clients).ceil() as usize).max(1);
+    let requests = phase.requests_per_client.or_else(|| {
+        phase
+            .requests
+            .map(|f| ((ctx.profile.requests as f64 * f).ceil() as usize).max(1))
+    });
+    LoadSpec {
+        clients,
+        requests,
+        duration: phase.duration_ms.map(Duration::from_millis),
+        tenants: keys.tenants.clone(),
+        provider: spec.phase_provider(phase).map(|p| keys.provider(p)),
+        id_prefix: format!("{}-s{}-{}", ctx.run_id, ctx.index, phase.name),
+        pause: Duration::from_millis(phase.pause_ms),
+    }
+}
+
+/// Waits as a phase asks; the outcome is a setup assertion (a wait that times out fails
+/// the scenario but the run goes on, so every other expectation is still reported).
+async fn wait_for(
+    ctx: &Ctx<'_>,
+    keys: &Keys,
+    phase: &PhaseSpec,
+    wait: &WaitSpec,
+    when: &str,
+    report: &mut ScenarioReport,
+) -> Result<(), ClientError> {
+    let provider = wait
+        .provider
+        .as_deref()
+        .map_or_else(|| keys.first_provider(), |p| keys.provider(p));
+    let timeout = Duration::from_millis(wait.timeout_ms.unwrap_or_else(|| match wait.until {
+        WaitUntil::HalfOpen => {
+            let (_, max_us) = crate::analysis::open_period_bounds_us(&ctx.breaker, 1);
+            max_us / 1000 + 2000
+        }
+        _ => 5000,
+    }));
+    let clock = TokioClock::new();
+    let started = clock.now();
+    let mut reached = false;
+    loop {
+        if keys_in_state(ctx.client, &keys.tenants, &provider, wait.until, wait.any).await? {
+            reached = true;
+            break;
+        }
+        if clock.now().since(started) >= timeout {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let took = clock.now().since(started);
+    let who = if wait.any { "any key" } else { "every key" };
     report.check(
-        "every acknowledged message stored exactly once",
-        missing == 0 && duplicated == 0,
-        format!(
-            "{} acknowledged, {missing} missing, {duplicated} duplicated",
-            acknowledged.len()
+        AssertionKind::Setup,
+        &format!(
+            "{}: {who} of {} {} ({when} the load)",
+            phase.name,
+            keys.provider_name(&provider),
+            wait.until.as_str()
         ),
-        "0 missing, 0 duplicated",
+        reached,
+        format!(
+            "{} after {:.0} ms",
+            if reached { "reached" } else { "not reached" },
+            took.as_secs_f64() * 1e3
+        ),
+        format!("within {} ms", timeout.as_millis()),
     );
     Ok(())
 }
 
-fn first_opening_after<'a>(
-    transitions: &[&'a TransitionRecord],
-    after_us: u64,
-) -> Option<(usize, &'a TransitionRecord)> {
-    transitions
-        .iter()
-        .enumerate()
-        .find(|(_, t)| t.to == "open" && t.from == "closed" && t.at_us >= after_us)
-        .map(|(i, t)| (i, *t))
-}
-
-fn ms(us: u64) -> String {
-    format!("{:.1} ms", us as f64 / 1000.0)
-}
-
-/// `mass_failure_opens_breaker`: baseline traffic, then every publish fails.
-pub async fn mass_failure_opens_breaker(ctx: &Ctx<'_>) -> Result<ScenarioReport, ClientError> {
-    const NAME: &str = "mass_failure_opens_breaker";
-    let mut report = ScenarioReport::new(
-        NAME,
-        "baseline traffic, then every publish fails: the breaker opens and sheds load",
-    );
-    let (tenant, provider) = (
-        format!("mass-{}", ctx.run_id),
-        format!("pmass-{}", ctx.run_id),
-    );
-    let client = ctx.client;
-    let since = client.now_us().await?;
-
-    let baseline = ctx
-        .phase(
-            NAME,
-            "baseline",
-            &ctx.spec(&tenant, &provider, "mass-base", ctx.requests / 2),
-        )
-        .await;
-    report.check(
-        "baseline requests published",
-        count(&baseline, 200) == baseline.len(),
-        format!("{}/{}", count(&baseline, 200), baseline.len()),
-        "all 200",
-    );
-
-    let before = ctx.snapshot().await?;
-    client
-        .set_fault(
-            &provider,
-            None,
-            json!({"type": "error", "kind": "broker_unavailable"}),
-        )
-        .await?;
-    let fault_at = client.now_us().await?;
-    let failing = ctx
-        .phase(
-            NAME,
-            "all failing",
-            &ctx.spec(&tenant, &provider, "mass-fail", ctx.requests),
-        )
-        .await;
-    client.clear_faults(Some(&provider)).await?;
-    let after = ctx.snapshot().await?;
-
-    let all_transitions = client.transitions(since).await?;
-    let transitions = of_key(&all_transitions, &tenant, &provider);
-    let opening = first_opening_after(&transitions, fault_at);
-    let reason = opening.map_or("none", |(_, t)| t.reason.as_str());
-    report.check(
-        "breaker opened",
-        opening.is_some(),
-        reason,
-        "an opening after the fault",
-    );
-    let failure_reasons = [
-        r10::FAILURE_THRESHOLD_EXCEEDED,
-        r10::ERROR_RATE_THRESHOLD_EXCEEDED,
-    ];
-    report.check(
-        "trigger_reason is a failure rule",
-        failure_reasons.contains(&reason),
-        reason,
-        failure_reasons.join(" | "),
-    );
-    let metric_reason = r10::latest_trigger_reason(&after, &tenant, &provider).unwrap_or("none");
-    report.check(
-        "metrics report the same trigger_reason",
-        metric_reason == reason,
-        metric_reason,
-        reason,
-    );
-
-    let attempts = client.attempts(since).await?;
-    let open_periods: Vec<_> = periods(&transitions, "open")
-        .into_iter()
-        .filter(|p| p.start >= fault_at)
-        .collect();
-    let leaked: usize = open_periods
-        .iter()
-        .map(|p| attempts_in(&attempts, &tenant, &provider, p, OPENING_GRACE_US).len())
-        .sum();
-    report.check(
-        "broker attempts while open",
-        leaked == 0,
-        leaked,
-        format!(
-            "0 (after a {} grace for in-flight admissions)",
-            ms(OPENING_GRACE_US)
-        ),
-    );
-    let max_probes = periods(&transitions, "half_open")
-        .iter()
-        .map(|p| attempts_in(&attempts, &tenant, &provider, p, 0).len())
-        .max()
-        .unwrap_or(0);
-    let allowed = ctx.breaker.half_open_max_calls as usize;
-    report.check(
-        "probes per half-open episode",
-        max_probes <= allowed,
-        max_probes,
-        format!("<= half_open_max_calls ({allowed})"),
-    );
-
-    let rejected: Vec<&RequestRecord> = failing
-        .iter()
-        .filter(|r| r.response.code() == "circuit_open")
-        .collect();
-    report.check(
-        "clients answered 503 circuit_open",
-        !rejected.is_empty(),
-        format!("{}/{}", rejected.len(), failing.len()),
-        "> 0",
-    );
-    let mut latencies: Vec<Duration> = rejected.iter().map(|r| r.response.latency).collect();
-    let p99 = quantile(&mut latencies, 0.99);
-    report.check(
-        "fail-fast p99 latency",
-        p99 <= FAST_REJECTION_P99,
-        format!("{:.2} ms", p99.as_secs_f64() * 1000.0),
-        format!("<= {} ms", FAST_REJECTION_P99.as_millis()),
-    );
-    let rejections = r10::delta(
-        &before,
-        &after,
-        r10::BREAKER_REJECTIONS,
-        &[("tenant_id", &tenant), ("provider_id", &provider)],
-    );
-    report.check(
-        "rejections counted in metrics",
-        rejections as usize >= rejected.len(),
-        rejections,
-        format!(">= {}", rejected.len()),
-    );
-    let all: Vec<&RequestRecord> = baseline.iter().chain(&failing).collect();
-    check_attempt_caps(&mut report, &all, ctx.retry.max_attempts);
-    check_stored_once(&mut report, client, &provider, &all).await?;
-
-    let broker_attempts = attempts
-        .iter()
-        .filter(|a| a.provider_id == provider && a.at_us >= fault_at)
-        .count();
-    report.number("requests during the fault", failing.len());
-    report.number("broker attempts during the fault", broker_attempts);
-    if let Some((_, t)) = opening {
-        report.number("fault to opening", ms(t.at_us.saturating_sub(fault_at)));
+/// Replaces every string equal to a logical provider name with the provider's id.
+fn substitute_providers(value: &mut Value, keys: &Keys) {
+    match value {
+        Value::String(s) => {
+            if let Some((_, id)) = keys.providers.iter().find(|(n, _)| n == s) {
+                *s = id.clone();
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| substitute_providers(v, keys)),
+        Value::Object(o) => o.values_mut().for_each(|v| substitute_providers(v, keys)),
+        _ => {}
     }
-    let mut lat: Vec<Duration> = failing.iter().map(|r| r.response.latency).collect();
-    report.number(
-        "latency p50 / p99 during the fault",
-        format!(
-            "{:.2} / {:.2} ms",
-            quantile(&mut lat, 0.5).as_secs_f64() * 1e3,
-            quantile(&mut lat, 0.99).as_secs_f64() * 1e3
-        ),
-    );
-    Ok(report)
 }
 
-/// `recovery_after_failure`: the breaker opens, the fault is removed, the breaker
-/// half-opens after its timeout, probes, closes, and traffic flows again.
-pub async fn recovery_after_failure(ctx: &Ctx<'_>) -> Result<ScenarioReport, ClientError> {
-    const NAME: &str = "recovery_after_failure";
-    let mut report = ScenarioReport::new(
-        NAME,
-        "the fault is removed: half-open after the timeout, bounded probes, closed, traffic normal",
-    );
-    let (tenant, provider) = (
-        format!("recover-{}", ctx.run_id),
-        format!("precover-{}", ctx.run_id),
-    );
-    let client = ctx.client;
-    let since = client.now_us().await?;
-    let breaker_key = [
-        ("tenant_id", tenant.as_str()),
-        ("provider_id", provider.as_str()),
-    ];
+fn fault_label(fault: &Value) -> String {
+    let kind = fault["type"].as_str().unwrap_or("?");
+    match kind {
+        "error" => format!("error {}", fault["kind"].as_str().unwrap_or("?")),
+        "delay" => format!("delay {} ms", fault["ms"]),
+        "intermittent" => format!(
+            "{:.0}% {}",
+            fault["probability"].as_f64().unwrap_or(0.0) * 100.0,
+            fault_label(&fault["fault"])
+        ),
+        other => other.to_owned(),
+    }
+}
 
-    client
-        .set_fault(
-            &provider,
-            None,
-            json!({"type": "error", "kind": "connection_refused"}),
-        )
-        .await?;
-    let outage = ctx
-        .phase(
-            NAME,
-            "outage",
-            &ctx.spec(&tenant, &provider, "rec-outage", 3),
-        )
-        .await;
-    let opened = r10::wait_for_state(
-        client.scraper(),
-        &tenant,
-        &provider,
-        State::Open,
-        Duration::from_secs(5),
-    )
-    .await;
-    report.check(
-        "breaker opened during the outage",
-        opened.is_ok(),
-        if opened.is_ok() { "open" } else { "not open" },
-        "open",
-    );
-    client.clear_faults(Some(&provider)).await?;
-    let cleared_at = client.now_us().await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    let wait = ctx.max_first_open() + Duration::from_secs(2);
-    let half_open =
-        r10::wait_for_state(client.scraper(), &tenant, &provider, State::HalfOpen, wait).await;
-    report.check(
-        "breaker half-opened",
-        half_open.is_ok(),
-        if half_open.is_ok() {
-            "half_open"
-        } else {
-            "not half_open"
-        },
-        format!("within {} ms", wait.as_millis()),
-    );
-    let recovery = ctx
-        .phase(
-            NAME,
-            "recovery",
-            &ctx.spec(&tenant, &provider, "rec-traffic", ctx.requests),
-        )
-        .await;
-    let closed = r10::wait_for_state(
-        client.scraper(),
-        &tenant,
-        &provider,
-        State::Closed,
-        Duration::from_secs(5),
-    )
-    .await;
-    report.check(
-        "breaker closed",
-        closed.is_ok(),
-        if closed.is_ok() {
-            "closed"
-        } else {
-            "not closed"
-        },
-        "closed",
-    );
-    let normal = ctx
-        .phase(
-            NAME,
-            "normal",
-            &ctx.spec(&tenant, &provider, "rec-normal", ctx.requests / 2),
-        )
-        .await;
-    report.check(
-        "traffic after closing published",
-        count(&normal, 200) == normal.len(),
-        format!("{}/{}", count(&normal, 200), normal.len()),
-        "all 200",
-    );
-
-    let all_transitions = client.transitions(since).await?;
-    let transitions = of_key(&all_transitions, &tenant, &provider);
-    let opening = first_opening_after(&transitions, since);
-    let half =
-        opening.and_then(|(i, _)| transitions.iter().skip(i + 1).find(|t| t.to == "half_open"));
-    let (min_open, max_open) = (
-        (ctx.breaker.open_timeout_ms as f64 * (1.0 - ctx.breaker.open_timeout_jitter)) as u64
-            * 1000,
-        ctx.max_first_open().as_micros() as u64,
-    );
-    let open_for = match (opening, half) {
-        (Some((_, o)), Some(h)) => Some(h.at_us.saturating_sub(o.at_us)),
-        _ => None,
-    };
-    report.check(
-        "half-open after the open timeout",
-        open_for.is_some_and(|d| d + 1000 >= min_open && d <= max_open + 1000),
-        open_for.map_or("never".into(), ms),
-        format!("{} ..= {}", ms(min_open), ms(max_open)),
-    );
-    let close = half.and_then(|h| {
-        transitions
-            .iter()
-            .find(|t| t.at_us >= h.at_us && t.from == "half_open" && t.to == "closed")
-    });
-    report.check(
-        "closed by probe successes",
-        close.is_some_and(|c| c.reason == r10::SUCCESS_THRESHOLD_REACHED),
-        close.map_or("no close", |c| c.reason.as_str()),
-        r10::SUCCESS_THRESHOLD_REACHED,
-    );
-    let attempts = client.attempts(since).await?;
-    let episodes = periods(&transitions, "half_open");
-    let probes: Vec<usize> = episodes
-        .iter()
-        .map(|p| attempts_in(&attempts, &tenant, &provider, p, 0).len())
-        .collect();
-    let allowed = ctx.breaker.half_open_max_calls as usize;
-    report.check(
-        "probes per half-open episode",
-        probes.iter().all(|n| *n <= allowed),
-        format!("{probes:?}"),
-        format!("each <= half_open_max_calls ({allowed})"),
-    );
-    let all: Vec<&RequestRecord> = outage.iter().chain(&recovery).chain(&normal).collect();
-    check_attempt_caps(&mut report, &all, ctx.retry.max_attempts);
-    check_stored_once(&mut report, client, &provider, &all).await?;
-
-    if let Some(c) = close {
-        report.number(
-            "fault cleared to closed",
-            ms(c.at_us.saturating_sub(cleared_at)),
+    #[test]
+    fn keys_are_short_unique_and_valid_ids() {
+        let spec = crate::spec::builtin()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "thundering_herd_recovery")
+            .unwrap();
+        let keys = Keys::new(&spec, "0123abcd");
+        for id in keys.tenants.iter().chain(&keys.provider_ids()) {
+            assert!(beamline_core::TenantId::try_new(id).is_ok(), "{id}");
+        }
+        assert_eq!(
+            keys.short(&keys.tenants[3], &keys.provider("main")),
+            "t3 / main"
         );
     }
-    report.number(
-        "recovery phase answers",
-        format!(
-            "{} published, {} rejected",
-            count(&recovery, 200),
-            count(&recovery, 503)
-        ),
-    );
-    let after = ctx.snapshot().await?;
-    report.number(
-        "transitions of the key",
-        r10::value(&after, r10::BREAKER_TRANSITIONS, &breaker_key),
-    );
-    Ok(report)
+
+    #[test]
+    fn policies_name_providers_by_their_ids() {
+        let spec = crate::spec::builtin().unwrap().into_iter().next().unwrap();
+        let keys = Keys::new(&spec, "r");
+        let mut v = json!({"providers": [{"id": "main", "weight": 1}], "degraded_mode": "outbox"});
+        substitute_providers(&mut v, &keys);
+        assert_eq!(v["providers"][0]["id"], keys.provider("main"));
+        assert_eq!(v["degraded_mode"], "outbox");
+    }
+
+    #[test]
+    fn fault_labels_read_well() {
+        let f = json!({"type": "intermittent", "probability": 0.6, "fault": {"type": "error", "kind": "broker_unavailable"}});
+        assert_eq!(fault_label(&f), "60% error broker_unavailable");
+    }
 }
