@@ -4,6 +4,7 @@
 //!   directory: every message answered 200 or 202 ends up in the stream exactly once;
 //! - `nats-server` itself is killed and restarted mid-load: the breaker opens and
 //!   recovers, and again every acknowledged message is in the stream exactly once.
+//!
 //! A message answered with an error may be absent: its client was told.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -307,7 +307,10 @@ impl Router {
         let retry = policy.as_ref().map(|p| &p.retry);
         loop {
             let undelivered = if reason == RouteReason::Degraded {
+                // Selection already knows the breaker rejects: count the fail-fast
+                // rejection as an acquire would have.
                 let key = BreakerKey::new(request.tenant.clone(), provider.clone());
+                self.metrics.breaker_rejection(&key);
                 let retry_after = self
                     .registry
                     .get(&key)
