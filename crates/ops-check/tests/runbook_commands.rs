@@ -61,11 +61,8 @@ async fn runbook_reproduction_command_runs_and_passes() {
             );
         }
         let report = beamline_scenario::run(RunOptions {
-            profile,
             scenarios: scenarios.clone(),
-            target: Target::Embedded,
-            seed: Some(7),
-            progress: false,
+            ..RunOptions::quiet(profile, Target::Embedded, 7)
         })
         .await
         .unwrap_or_else(|e| panic!("`scenario run --profile {profile_name}` could not run: {e}"));
