@@ -95,9 +95,9 @@ enum CtlCommand {
     ForceOpen(KeyArgs),
     /// Hold the breaker closed (every call admitted) until released.
     ForceClosed(KeyArgs),
-    /// Drop an operator override; the breaker resumes from closed.
+    /// End an override: held open goes half-open (probes decide), held closed resumes.
     Release(KeyArgs),
-    /// Fresh closed breaker for the key (counters and window cleared).
+    /// Make the key's breaker a fresh closed one (window cleared, statistics kept).
     Reset(KeyArgs),
     /// Fresh closed breakers everywhere.
     ResetAll,

@@ -625,6 +625,22 @@ fn routing_and_policies() -> Vec<Case> {
         bad_policy("policy whose latency threshold is not below the attempt timeout", json!({"providers": [provider("a")], "circuit_breaker": {"latency_threshold_ms": 5000}}).to_string()),
         bad_policy("policy with 0 retry attempts", json!({"providers": [provider("a")], "retry": {"max_attempts": 0}}).to_string()),
         bad_policy("policy with an unknown field", json!({"providers": [provider("a")], "priority": 1}).to_string()),
+        bad_policy("JSON policy nested 10 000 deep", format!(r#"{{"providers":{}}}"#, nested_arrays(DEEP))),
+        bad_policy("TOML policy nested 10 000 deep", format!("providers = {}", nested_arrays(DEEP))),
+        bad_policy("TOML policy with 10 000 nested inline tables", format!("sticky = {}1{}", "{a = ".repeat(DEEP), "}".repeat(DEEP))),
+        bad_fault("fault rule nested 10 000 deep", json!({"provider_id": "p-ok", "fault": {"type": "intermittent", "probability": 0.5, "fault": Value::String(nested_arrays(DEEP))}})),
+        admin(
+            "intermittent faults nested 10 000 deep",
+            "PUT",
+            "/admin/faults",
+            format!(
+                r#"{{"provider_id":"p-ok","fault":{}{{"type":"timeout"}}{}}}"#,
+                r#"{"type":"intermittent","probability":0.5,"fault":"#.repeat(DEEP),
+                "}".repeat(DEEP)
+            ),
+            400,
+            "invalid_fault",
+        ),
         bad_policy("policy that is not UTF-8", b"providers = [{id = \"\xff\"}]".to_vec()),
         admin("policy for a dotted tenant", "PUT", "/admin/policies/a.b", POLICY, 400, "invalid_tenant_id"),
         admin("policy of a tenant without one", "GET", "/admin/policies/nobody", "", 404, "policy_not_found"),
