@@ -65,6 +65,8 @@ scenario_tests!(
     error_rate_partial_failure,
     timeout_fault,
     thundering_herd_recovery,
+    fallback_to_secondary,
+    outbox_no_loss,
     deadline_vs_sla,
 );
 

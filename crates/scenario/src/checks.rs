@@ -759,8 +759,8 @@ fn generic_checks(c: &Collected<'_>, report: &mut ScenarioReport) {
         g,
         "rejections counted in metrics",
         counted >= rejected as f64,
-        counted,
-        format!(">= {rejected} circuit_open answers"),
+        format!("router_circuit_breaker_rejections_total +{counted}"),
+        format!(">= {rejected} (the 503 circuit_open answers)"),
     );
 
     // Nothing acknowledged lost or duplicated; order per key.

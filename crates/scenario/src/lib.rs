@@ -78,6 +78,14 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "many tenants on one provider open together; recovery probes bounded per key and spread",
     ),
     (
+        "fallback_to_secondary",
+        "the primary fails: traffic moves to the fallback, then back when the primary recovers",
+    ),
+    (
+        "outbox_no_loss",
+        "long outage in outbox mode: every accepted message stored exactly once, in order per key",
+    ),
+    (
         "deadline_vs_sla",
         "a deadline shorter than the backoff schedule: retries stop at the deadline, never after",
     ),
@@ -307,6 +315,9 @@ fn merge(base: &mut Value, overrides: &toml::Table) -> Result<(), String> {
 
 /// The base configuration with a scenario's `[router]` overrides applied.
 pub fn config_for(spec: &ScenarioSpec, base: &ServerConfig) -> Result<ServerConfig, String> {
+    if spec.router.outbox && base.data_dir.is_none() {
+        return Err("router.outbox needs a data directory in the base configuration".into());
+    }
     let mut breaker = serde_json::to_value(&base.breaker).map_err(|e| e.to_string())?;
     let mut retry = serde_json::to_value(&base.retry).map_err(|e| e.to_string())?;
     merge(&mut breaker, &spec.router.breaker)?;
@@ -315,6 +326,12 @@ pub fn config_for(spec: &ScenarioSpec, base: &ServerConfig) -> Result<ServerConf
     config.breaker =
         serde_json::from_value(breaker).map_err(|e| format!("[router.breaker]: {e}"))?;
     config.retry = serde_json::from_value(retry).map_err(|e| format!("[router.retry]: {e}"))?;
+    if !spec.router.outbox {
+        config.data_dir = None;
+    }
+    if let Some(mode) = spec.router.degraded_mode {
+        config.degraded_mode = mode;
+    }
     Ok(config)
 }
 
@@ -322,6 +339,18 @@ pub fn config_for(spec: &ScenarioSpec, base: &ServerConfig) -> Result<ServerConf
 /// running).
 fn mismatched_overrides(spec: &ScenarioSpec, running: &Value) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(mode) = spec.router.degraded_mode {
+        let wanted = serde_json::to_value(mode).unwrap_or(Value::Null);
+        if running["degraded_mode"] != wanted {
+            out.push(format!(
+                "degraded_mode = {wanted} (router has {})",
+                running["degraded_mode"]
+            ));
+        }
+    }
+    if spec.router.outbox && running["data_dir"].is_null() {
+        out.push("an outbox (router has no data_dir)".into());
+    }
     for (section, table) in [
         ("breaker", &spec.router.breaker),
         ("retry", &spec.router.retry),
@@ -426,6 +455,7 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
             continue;
         }
         // The router this scenario drives, and the settings it runs under.
+        let mut outbox_dir: Option<PathBuf> = None;
         let (client, server, breaker, retry) = match &remote {
             Some(client) => {
                 let config = client.config().await?;
@@ -446,7 +476,12 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
                 (client.clone(), None, breaker, retry)
             }
             None => {
-                let base = scenario_config(&options.target, seed);
+                let mut base = scenario_config(&options.target, seed);
+                // A fresh outbox directory per scenario, removed when its router stops.
+                let dir = std::env::temp_dir()
+                    .join(format!("beamline-scenario-{run_id}-{index}-{}", spec.name));
+                base.data_dir = Some(dir.clone());
+                outbox_dir = spec.router.outbox.then_some(dir);
                 let config_error = |detail: String| RunError::Config {
                     scenario: spec.name.clone(),
                     detail,
@@ -476,6 +511,9 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
         let result = scenarios::execute(spec, &ctx).await;
         if let Some(server) = server {
             server.shutdown().await;
+        }
+        if let Some(dir) = outbox_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
         let report = result?;
         reports.push(report);
@@ -552,8 +590,10 @@ mod tests {
     fn overrides_apply_to_the_keys_they_name_only() {
         let specs = spec::builtin().unwrap();
         let deadline = specs.iter().find(|s| s.name == "deadline_vs_sla").unwrap();
-        let base = scenario_config(&Target::Embedded, 1);
+        let mut base = scenario_config(&Target::Embedded, 1);
+        base.data_dir = Some("/nonexistent/outbox".into());
         let c = config_for(deadline, &base).unwrap();
+        assert_eq!(c.data_dir, None, "only scenarios asking for an outbox get one");
         assert_eq!(c.retry.max_attempts, 6);
         assert_eq!(c.breaker.open_timeout_ms, base.breaker.open_timeout_ms);
         for s in &specs {

@@ -151,14 +151,8 @@ async fn keys_in_state(
     any: bool,
 ) -> Result<bool, ClientError> {
     if state == WaitUntil::OutboxEmpty {
-        let s = snapshot(client).await?;
-        let depth: f64 = tenants
-            .iter()
-            .map(|t| {
-                beamline_metrics::r11::depth(&s, &[("tenant_id", t), ("provider_id", provider)])
-            })
-            .sum();
-        return Ok(depth == 0.0);
+        let view = api::outbox(client).await?;
+        return Ok(api::outbox_depth(&view, tenants, &[provider.to_owned()]) == 0);
     }
     let states = api::breaker_states(client, provider).await?;
     let wanted = state.as_str();
@@ -191,21 +185,33 @@ pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioRepor
                     format!("GET {path}"),
                 )
             }
-            Feature::Outbox => (
-                api::has_route(client, Method::GET, "/admin/outbox", None).await?,
-                "GET /admin/outbox".to_owned(),
-            ),
+            Feature::Outbox => {
+                let present = api::has_route(client, Method::GET, "/admin/outbox", None).await?;
+                let enabled =
+                    present && api::outbox(client).await?["enabled"].as_bool() != Some(false);
+                (
+                    enabled,
+                    format!(
+                        "GET /admin/outbox: {}",
+                        match (present, enabled) {
+                            (false, _) => "404 not_found (feature not in this router)",
+                            (true, false) => "enabled: false (router has no outbox directory)",
+                            (true, true) => "enabled",
+                        }
+                    ),
+                )
+            }
         };
         report.check(
             AssertionKind::Setup,
             &format!("router supports {}", feature.as_str()),
             present,
-            if present {
-                format!("{probe}: route present")
+            if present || matches!(feature, Feature::Outbox) {
+                probe
             } else {
                 format!("{probe}: 404 not_found (feature not in this router)")
             },
-            "route present",
+            "present (and enabled)",
         );
         missing |= !present;
     }

@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use beamline_broker::faults::Fault;
+use beamline_core::policy::DegradedMode;
 use serde::Deserialize;
 
 /// The scenarios shipped with the binary, in run order: (file name, text).
@@ -43,6 +44,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "thundering_herd_recovery.toml",
         include_str!("../../../scenarios/thundering_herd_recovery.toml"),
+    ),
+    (
+        "fallback_to_secondary.toml",
+        include_str!("../../../scenarios/fallback_to_secondary.toml"),
+    ),
+    (
+        "outbox_no_loss.toml",
+        include_str!("../../../scenarios/outbox_no_loss.toml"),
     ),
     (
         "deadline_vs_sla.toml",
@@ -186,10 +195,17 @@ impl Default for KeysSpec {
     }
 }
 
-/// `[router.breaker]` and `[router.retry]`: keys of the router's configuration sections.
+/// `[router]`: the router's degraded path, and `[router.breaker]` / `[router.retry]`
+/// keys of its configuration sections.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterOverrides {
+    /// Give the in-process router a durable outbox (a fresh directory per scenario).
+    #[serde(default)]
+    pub outbox: bool,
+    /// The router's degraded mode for tenants without a policy (`outbox` or `reject`).
+    #[serde(default)]
+    pub degraded_mode: Option<DegradedMode>,
     /// Breaker keys (DESIGN.md §3).
     #[serde(default)]
     pub breaker: toml::Table,
@@ -583,6 +599,18 @@ impl ScenarioSpec {
                     &format!("unknown reason {reason:?}"),
                 ));
             }
+        }
+        if self.router.degraded_mode == Some(DegradedMode::Outbox) && !self.router.outbox {
+            return Err(invalid(
+                "router.degraded_mode",
+                "\"outbox\" needs router.outbox = true",
+            ));
+        }
+        if self.router.outbox && !self.needs.features.contains(&Feature::Outbox) {
+            return Err(invalid(
+                "router.outbox",
+                "an outbox needs `outbox` in needs.features (a running router must have one)",
+            ));
         }
         if self.policy.is_some() && !self.needs.features.contains(&Feature::Policies) {
             return Err(invalid(
