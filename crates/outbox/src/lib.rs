@@ -4,9 +4,9 @@
 //!
 //! # Guarantees
 //! - **Durable before acknowledged**: [`Outbox::append`] returns only after the write
-//!   transaction holding the message has committed with fsync (redb `Durability::Immediate`).
-//!   Appends are group-committed: one writer thread takes every append waiting at that
-//!   moment into one transaction, so throughput holds under concurrency.
+//!   transaction holding the message has committed with fsync, group-committed with every
+//!   other append waiting at that moment (see `beamline_store::RecordLog`), so throughput
+//!   holds under concurrency.
 //! - **Ordered per key**: each `(tenant_id, provider_id)` has a FIFO queue ordered by a
 //!   global sequence number; [`Outbox::head`] is always the oldest message of its key.
 //!   The caller delivers heads one at a time per key and [`Outbox::remove`]s them after the
@@ -21,21 +21,15 @@
 //!
 //! One process at a time: redb locks the file.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use beamline_core::{BreakerKey, ProviderId, TenantId};
+use beamline_store::{RecordLog, StoreError};
 use bytes::Bytes;
-use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-
-const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// Most operations one group commit takes.
-const MAX_BATCH: usize = 4096;
 
 /// Outbox failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +46,15 @@ pub enum OutboxError {
     /// The outbox is shutting down.
     #[error("the outbox is closed")]
     Closed,
+}
+
+impl From<StoreError> for OutboxError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Storage(s) => OutboxError::Storage(s),
+            StoreError::Closed => OutboxError::Closed,
+        }
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> OutboxError {
@@ -128,9 +131,12 @@ pub struct KeyBacklog {
     pub oldest_enqueued_unix_ms: u64,
 }
 
+/// Waiting messages per key, ordered by sequence number (`seq → enqueued_unix_ms`).
+/// Appends committed in one batch may reach the index in any order; the map keeps them in
+/// sequence order anyway.
 #[derive(Debug, Default)]
 struct Index {
-    queues: HashMap<BreakerKey, VecDeque<(u64, u64)>>,
+    queues: HashMap<BreakerKey, BTreeMap<u64, u64>>,
     keys_by_seq: BTreeMap<u64, BreakerKey>,
 }
 
@@ -139,27 +145,21 @@ impl Index {
         self.queues
             .entry(key.clone())
             .or_default()
-            .push_back((seq, enqueued));
+            .insert(seq, enqueued);
         self.keys_by_seq.insert(seq, key);
     }
 
-    fn remove(&mut self, seq: u64) -> bool {
+    fn remove(&mut self, seq: u64) {
         let Some(key) = self.keys_by_seq.remove(&seq) else {
-            return false;
+            return;
         };
         if let Some(q) = self.queues.get_mut(&key) {
-            q.retain(|(s, _)| *s != seq);
+            q.remove(&seq);
             if q.is_empty() {
                 self.queues.remove(&key);
             }
         }
-        true
     }
-}
-
-enum Op {
-    Append(NewMessage, oneshot::Sender<Result<u64, OutboxError>>),
-    Remove(u64, oneshot::Sender<Result<(), OutboxError>>),
 }
 
 /// The outbox. Cheap to share (`Arc` inside).
@@ -170,116 +170,95 @@ pub struct Outbox {
 
 #[derive(Debug)]
 struct Inner {
-    db: Arc<Database>,
-    index: Arc<Mutex<Index>>,
-    reserved: Arc<AtomicUsize>,
+    log: RecordLog,
+    index: Mutex<Index>,
+    reserved: AtomicUsize,
     capacity: usize,
-    ops: Mutex<Option<mpsc::Sender<Op>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.ops.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = writer.join();
-        }
-    }
 }
 
 impl Outbox {
     /// Opens (or creates) the outbox file at `path`, holding at most `capacity` messages.
     pub fn open(path: &Path, capacity: usize) -> Result<Outbox, OutboxError> {
-        let db = Arc::new(Database::create(path).map_err(storage)?);
+        let (log, existing) = RecordLog::open(path)?;
         let mut index = Index::default();
-        {
-            let txn = db.begin_write().map_err(storage)?;
-            txn.open_table(MESSAGES).map_err(storage)?; // create on first open
-            txn.commit().map_err(storage)?;
-            let read = db.begin_read().map_err(storage)?;
-            let table = read.open_table(MESSAGES).map_err(storage)?;
-            for item in table.iter().map_err(storage)? {
-                let (seq, bytes) = item.map_err(storage)?;
-                let m = Record::decode(bytes.value())?;
-                index.insert(
-                    seq.value(),
-                    BreakerKey::new(m.tenant, m.provider),
-                    m.enqueued_unix_ms,
-                );
-            }
+        for (seq, bytes) in existing {
+            let m = Record::decode(&bytes)?;
+            index.insert(
+                seq,
+                BreakerKey::new(m.tenant, m.provider),
+                m.enqueued_unix_ms,
+            );
         }
-        let next_seq = index.keys_by_seq.keys().next_back().map_or(1, |s| s + 1);
-        let reserved = Arc::new(AtomicUsize::new(index.keys_by_seq.len()));
-        let index = Arc::new(Mutex::new(index));
-        let (tx, rx) = mpsc::channel();
-        let writer = {
-            let (db, index) = (Arc::clone(&db), Arc::clone(&index));
-            std::thread::Builder::new()
-                .name("outbox-writer".into())
-                .spawn(move || write_loop(&db, &index, rx, next_seq))
-                .map_err(storage)?
-        };
+        let reserved = AtomicUsize::new(index.keys_by_seq.len());
         Ok(Outbox {
             inner: Arc::new(Inner {
-                db,
-                index,
+                log,
+                index: Mutex::new(index),
                 reserved,
                 capacity,
-                ops: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(writer)),
             }),
         })
     }
 
-    fn send(&self, op: Op) -> Result<(), OutboxError> {
-        let ops = self.inner.ops.lock().unwrap_or_else(|p| p.into_inner());
-        ops.as_ref()
-            .ok_or(OutboxError::Closed)?
-            .send(op)
-            .map_err(|_| OutboxError::Closed)
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stores `message` durably; returns its sequence number once committed.
     pub async fn append(&self, message: NewMessage) -> Result<u64, OutboxError> {
         let capacity = self.inner.capacity;
-        let taken = self
-            .inner
-            .reserved
+        let reserved = &self.inner.reserved;
+        if reserved
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < capacity).then_some(n + 1)
-            });
-        if taken.is_err() {
+            })
+            .is_err()
+        {
             return Err(OutboxError::Full { capacity });
         }
-        let (reply, answer) = oneshot::channel();
-        let result = match self.send(Op::Append(message, reply)) {
-            Ok(()) => answer.await.unwrap_or(Err(OutboxError::Closed)),
+        let stored = match Record::encode(&message) {
+            Ok(bytes) => self
+                .inner
+                .log
+                .append(bytes)
+                .await
+                .map_err(OutboxError::from),
             Err(e) => Err(e),
         };
-        if result.is_err() {
-            self.inner.reserved.fetch_sub(1, Ordering::SeqCst);
+        match stored {
+            Ok(seq) => {
+                self.index().insert(
+                    seq,
+                    BreakerKey::new(message.tenant, message.provider),
+                    message.enqueued_unix_ms,
+                );
+                Ok(seq)
+            }
+            Err(e) => {
+                reserved.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
         }
-        result
     }
 
     /// Removes a delivered message (durably, group-committed like appends).
     pub async fn remove(&self, seq: u64) -> Result<(), OutboxError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Op::Remove(seq, reply))?;
-        let result = answer.await.unwrap_or(Err(OutboxError::Closed));
-        if result.is_ok() {
+        self.inner.log.remove(seq).await?;
+        let mut index = self.index();
+        if index.keys_by_seq.contains_key(&seq) {
+            index.remove(seq);
             self.inner.reserved.fetch_sub(1, Ordering::SeqCst);
         }
-        result
+        Ok(())
     }
 
     /// The keys that have messages waiting, oldest head first.
     pub fn keys(&self) -> Vec<BreakerKey> {
-        let index = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
+        let index = self.index();
         let mut heads: Vec<(u64, BreakerKey)> = index
             .queues
             .iter()
-            .filter_map(|(k, q)| q.front().map(|(s, _)| (*s, k.clone())))
+            .filter_map(|(k, q)| q.keys().next().map(|s| (*s, k.clone())))
             .collect();
         heads.sort_unstable_by_key(|(s, _)| *s);
         heads.into_iter().map(|(_, k)| k).collect()
@@ -287,38 +266,31 @@ impl Outbox {
 
     /// Whether `key` has messages waiting.
     pub fn has_backlog(&self, key: &BreakerKey) -> bool {
-        let index = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
-        index.queues.get(key).is_some_and(|q| !q.is_empty())
+        self.index().queues.get(key).is_some_and(|q| !q.is_empty())
     }
 
     /// The oldest message waiting for `key`.
     pub fn head(&self, key: &BreakerKey) -> Result<Option<StoredMessage>, OutboxError> {
-        let seq = {
-            let index = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
-            match index.queues.get(key).and_then(|q| q.front()) {
-                Some((seq, _)) => *seq,
-                None => return Ok(None),
-            }
+        let Some(seq) = self
+            .index()
+            .queues
+            .get(key)
+            .and_then(|q| q.keys().next().copied())
+        else {
+            return Ok(None);
         };
-        let read = self.inner.db.begin_read().map_err(storage)?;
-        let table = read.open_table(MESSAGES).map_err(storage)?;
-        let Some(bytes) = table.get(seq).map_err(storage)? else {
+        let Some(bytes) = self.inner.log.get(seq)? else {
             return Ok(None);
         };
         Ok(Some(StoredMessage {
             seq,
-            message: Record::decode(bytes.value())?,
+            message: Record::decode(&bytes)?,
         }))
     }
 
     /// Messages waiting, in total.
     pub fn depth(&self) -> usize {
-        self.inner
-            .index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys_by_seq
-            .len()
+        self.index().keys_by_seq.len()
     }
 
     /// The capacity.
@@ -328,12 +300,12 @@ impl Outbox {
 
     /// Every key's backlog, sorted by key.
     pub fn backlog(&self) -> Vec<KeyBacklog> {
-        let index = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
+        let index = self.index();
         let mut out: Vec<KeyBacklog> = index
             .queues
             .iter()
             .filter_map(|(k, q)| {
-                let oldest = q.iter().map(|(_, t)| *t).min()?;
+                let oldest = q.values().min().copied()?;
                 Some(KeyBacklog {
                     tenant_id: k.tenant.to_string(),
                     provider_id: k.provider.to_string(),
@@ -344,84 +316,6 @@ impl Outbox {
             .collect();
         out.sort_by(|a, b| (&a.tenant_id, &a.provider_id).cmp(&(&b.tenant_id, &b.provider_id)));
         out
-    }
-}
-
-fn write_loop(db: &Database, index: &Mutex<Index>, rx: mpsc::Receiver<Op>, mut next_seq: u64) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let mut seqs = Vec::with_capacity(batch.len());
-        let committed = (|| -> Result<(), OutboxError> {
-            let txn = db.begin_write().map_err(storage)?;
-            {
-                let mut table = txn.open_table(MESSAGES).map_err(storage)?;
-                let mut seq = next_seq;
-                for op in &batch {
-                    match op {
-                        Op::Append(m, _) => {
-                            table
-                                .insert(seq, Record::encode(m)?.as_slice())
-                                .map_err(storage)?;
-                            seqs.push(seq);
-                            seq += 1;
-                        }
-                        Op::Remove(s, _) => {
-                            table.remove(*s).map_err(storage)?;
-                            seqs.push(*s);
-                        }
-                    }
-                }
-            }
-            txn.commit().map_err(storage)
-        })();
-        if committed.is_ok() {
-            next_seq += batch
-                .iter()
-                .filter(|op| matches!(op, Op::Append(..)))
-                .count() as u64;
-        }
-        let mut idx = index.lock().unwrap_or_else(|p| p.into_inner());
-        for (op, seq) in batch
-            .into_iter()
-            .zip(seqs.into_iter().map(Some).chain(std::iter::repeat(None)))
-        {
-            match op {
-                Op::Append(m, reply) => {
-                    let result = match (&committed, seq) {
-                        (Ok(()), Some(seq)) => {
-                            idx.insert(
-                                seq,
-                                BreakerKey::new(m.tenant, m.provider),
-                                m.enqueued_unix_ms,
-                            );
-                            Ok(seq)
-                        }
-                        (Err(e), _) => Err(e.clone()),
-                        (Ok(()), None) => Err(OutboxError::Storage("no sequence assigned".into())),
-                    };
-                    let _ = reply.send(result);
-                }
-                Op::Remove(s, reply) => {
-                    let result = match &committed {
-                        Ok(()) => {
-                            if idx.remove(s) {
-                                Ok(())
-                            } else {
-                                Err(OutboxError::Storage(format!("no message {s}")))
-                            }
-                        }
-                        Err(e) => Err(e.clone()),
-                    };
-                    let _ = reply.send(result);
-                }
-            }
-        }
     }
 }
 
