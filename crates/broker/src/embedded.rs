@@ -7,14 +7,23 @@
 //! JetStream stream with `discard: new`. The read-back API ([`EmbeddedBroker::messages`],
 //! [`EmbeddedBroker::count_by_id`]) is what tests and the scenario runner check delivery
 //! guarantees against.
+//!
+//! Opened with a file ([`EmbeddedBroker::open`]), it is durable: a publish is acknowledged
+//! only once its record is committed with fsync (group-committed, `beamline_store`), and
+//! the stream is reloaded on restart, so "acknowledged means stored" holds across a crash
+//! of the router that embeds it. While a message id's write is in flight, a second publish
+//! of the same id waits for it, so an id is never acknowledged twice nor stored twice.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use beamline_core::ErrorKind;
+use beamline_store::RecordLog;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::{OutgoingMessage, PublishAck, PublishError, Publisher, subject_for};
 
@@ -37,26 +46,81 @@ pub struct StoredMessage {
     pub payload: Bytes,
 }
 
+#[derive(Serialize, Deserialize)]
+struct Record {
+    subject: String,
+    tenant_id: String,
+    message_id: String,
+    payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum IdState {
+    Stored(u64),
+    Writing(Arc<Notify>),
+}
+
 #[derive(Debug, Default)]
 struct Stream {
-    messages: Vec<StoredMessage>,
-    by_id: HashMap<String, u64>,
+    messages: BTreeMap<u64, StoredMessage>,
+    by_id: HashMap<String, IdState>,
+    writing: usize,
+    next_seq: u64,
 }
+
+/// Opening the durable store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the embedded broker's store: {0}")]
+pub struct OpenError(String);
 
 /// The in-process broker.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     stream: Mutex<Stream>,
     max_messages: usize,
+    log: Option<RecordLog>,
 }
 
 impl EmbeddedBroker {
-    /// A broker storing at most `max_messages` messages.
+    /// An in-memory broker storing at most `max_messages` messages.
     pub fn new(max_messages: usize) -> Self {
         EmbeddedBroker {
-            stream: Mutex::new(Stream::default()),
+            stream: Mutex::new(Stream {
+                next_seq: 1,
+                ..Stream::default()
+            }),
             max_messages,
+            log: None,
         }
+    }
+
+    /// A durable broker whose stream lives in the file at `path` (reloaded if present).
+    pub fn open(path: &Path, max_messages: usize) -> Result<Self, OpenError> {
+        let (log, existing) = RecordLog::open(path).map_err(|e| OpenError(e.to_string()))?;
+        let mut stream = Stream::default();
+        for (sequence, bytes) in existing {
+            let r: Record = serde_json::from_slice(&bytes)
+                .map_err(|e| OpenError(format!("record {sequence}: {e}")))?;
+            if stream.by_id.contains_key(&r.message_id) {
+                continue; // a cancelled write that committed after all: the first one counts
+            }
+            stream
+                .by_id
+                .insert(r.message_id.clone(), IdState::Stored(sequence));
+            let m = StoredMessage {
+                sequence,
+                subject: r.subject,
+                tenant_id: r.tenant_id,
+                message_id: r.message_id,
+                payload: Bytes::from(r.payload),
+            };
+            stream.messages.insert(sequence, m);
+        }
+        Ok(EmbeddedBroker {
+            stream: Mutex::new(stream),
+            max_messages,
+            log: Some(log),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stream> {
@@ -68,7 +132,7 @@ impl EmbeddedBroker {
         let stream = self.lock();
         stream
             .messages
-            .iter()
+            .values()
             .filter(|m| subject.is_none_or(|s| m.subject == s))
             .cloned()
             .collect()
@@ -78,7 +142,7 @@ impl EmbeddedBroker {
     pub fn count_by_id(&self, message_id: &str) -> usize {
         self.lock()
             .messages
-            .iter()
+            .values()
             .filter(|m| m.message_id == message_id)
             .count()
     }
@@ -93,43 +157,140 @@ impl EmbeddedBroker {
         self.len() == 0
     }
 
-    /// Deletes every message, in place.
+    /// Forgets every message in memory, in place (a durable store keeps its file).
     pub fn reset_all(&self) {
-        *self.lock() = Stream::default();
+        let mut stream = self.lock();
+        let next_seq = stream
+            .messages
+            .keys()
+            .next_back()
+            .map_or(stream.next_seq, |s| s + 1);
+        *stream = Stream {
+            next_seq,
+            ..Stream::default()
+        };
+    }
+
+    async fn store(&self, message: &OutgoingMessage) -> Result<u64, PublishError> {
+        let subject = subject_for(&message.provider);
+        match &self.log {
+            None => {
+                let mut stream = self.lock();
+                let sequence = stream.next_seq;
+                stream.next_seq += 1;
+                Ok(sequence)
+            }
+            Some(log) => {
+                let record = Record {
+                    subject,
+                    tenant_id: message.tenant.to_string(),
+                    message_id: message.message_id.clone(),
+                    payload: message.payload.to_vec(),
+                };
+                let bytes = serde_json::to_vec(&record)
+                    .map_err(|e| PublishError::new(ErrorKind::BrokerUnavailable, e.to_string()))?;
+                log.append(bytes)
+                    .await
+                    .map_err(|e| PublishError::new(ErrorKind::BrokerUnavailable, e.to_string()))
+            }
+        }
+    }
+}
+
+/// An id's write in flight. If the publish is cancelled (its caller timed out) before the
+/// write settles, dropping this frees the id and the capacity it held, so nothing waits
+/// forever; the write may still commit, and a reopen keeps the first record of an id.
+/// Waiters are woken either way.
+struct Pending<'a> {
+    broker: &'a EmbeddedBroker,
+    message_id: &'a str,
+    notify: Arc<Notify>,
+    settled: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut stream = self.broker.lock();
+            stream.writing -= 1;
+            stream.by_id.remove(self.message_id);
+        }
+        self.notify.notify_waiters();
     }
 }
 
 #[async_trait]
 impl Publisher for EmbeddedBroker {
     async fn publish(&self, message: &OutgoingMessage) -> Result<PublishAck, PublishError> {
+        let notify = loop {
+            let wait = {
+                let mut stream = self.lock();
+                match stream.by_id.get(&message.message_id) {
+                    Some(IdState::Stored(sequence)) => {
+                        return Ok(PublishAck {
+                            stream: EMBEDDED_STREAM.into(),
+                            sequence: *sequence,
+                            duplicate: true,
+                        });
+                    }
+                    Some(IdState::Writing(notify)) => Arc::clone(notify),
+                    None => {
+                        if stream.messages.len() + stream.writing >= self.max_messages {
+                            return Err(PublishError::new(
+                                ErrorKind::StreamFull,
+                                "embedded stream is full",
+                            ));
+                        }
+                        let notify = Arc::new(Notify::new());
+                        stream.by_id.insert(
+                            message.message_id.clone(),
+                            IdState::Writing(Arc::clone(&notify)),
+                        );
+                        stream.writing += 1;
+                        break notify;
+                    }
+                }
+            };
+            // Registered before the lock was released: a wake-up cannot be missed.
+            let notified = wait.notified();
+            notified.await;
+        };
+        let mut pending = Pending {
+            broker: self,
+            message_id: &message.message_id,
+            notify,
+            settled: false,
+        };
+        let stored = self.store(message).await;
         let mut stream = self.lock();
-        if let Some(sequence) = stream.by_id.get(&message.message_id) {
-            return Ok(PublishAck {
-                stream: EMBEDDED_STREAM.into(),
-                sequence: *sequence,
-                duplicate: true,
-            });
+        stream.writing -= 1;
+        pending.settled = true;
+        match stored {
+            Ok(sequence) => {
+                stream
+                    .by_id
+                    .insert(message.message_id.clone(), IdState::Stored(sequence));
+                stream.messages.insert(
+                    sequence,
+                    StoredMessage {
+                        sequence,
+                        subject: subject_for(&message.provider),
+                        tenant_id: message.tenant.to_string(),
+                        message_id: message.message_id.clone(),
+                        payload: message.payload.clone(),
+                    },
+                );
+                Ok(PublishAck {
+                    stream: EMBEDDED_STREAM.into(),
+                    sequence,
+                    duplicate: false,
+                })
+            }
+            Err(e) => {
+                stream.by_id.remove(&message.message_id);
+                Err(e)
+            }
         }
-        if stream.messages.len() >= self.max_messages {
-            return Err(PublishError::new(
-                ErrorKind::StreamFull,
-                "embedded stream is full",
-            ));
-        }
-        let sequence = stream.messages.len() as u64 + 1;
-        stream.by_id.insert(message.message_id.clone(), sequence);
-        stream.messages.push(StoredMessage {
-            sequence,
-            subject: subject_for(&message.provider),
-            tenant_id: message.tenant.to_string(),
-            message_id: message.message_id.clone(),
-            payload: message.payload.clone(),
-        });
-        Ok(PublishAck {
-            stream: EMBEDDED_STREAM.into(),
-            sequence,
-            duplicate: false,
-        })
     }
 
     fn name(&self) -> &'static str {
@@ -160,6 +321,33 @@ mod tests {
         assert_eq!((again.sequence, again.duplicate), (1, true));
         assert_eq!(b.count_by_id("m1"), 1);
         assert_eq!(b.messages(Some("beamline.provider.p")).len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_stream_survives_a_reopen_and_never_stores_an_id_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.redb");
+        {
+            let b = Arc::new(EmbeddedBroker::open(&path, 100).unwrap());
+            let tasks: Vec<_> = (0..20)
+                .map(|i| {
+                    let b = Arc::clone(&b);
+                    tokio::spawn(
+                        async move { b.publish(&msg(&format!("m{}", i % 10))).await.unwrap() },
+                    )
+                })
+                .collect();
+            let mut fresh = 0;
+            for t in tasks {
+                fresh += usize::from(!t.await.unwrap().duplicate);
+            }
+            assert_eq!(fresh, 10, "each id acknowledged as new exactly once");
+        }
+        let b = EmbeddedBroker::open(&path, 100).unwrap();
+        assert_eq!(b.len(), 10);
+        let again = b.publish(&msg("m3")).await.unwrap();
+        assert!(again.duplicate);
+        assert_eq!(b.count_by_id("m3"), 1);
     }
 
     #[tokio::test]

@@ -97,8 +97,9 @@ pub struct ServerConfig {
     pub require_policy: bool,
     /// What happens to a message no provider can take, for tenants without a policy.
     pub degraded_mode: DegradedMode,
-    /// Directory of the durable outbox; none disables the outbox (degraded mode becomes
-    /// `reject` for everyone).
+    /// Directory of the durable state: the outbox (`outbox.redb`) and, with the embedded
+    /// broker, its stream (`broker.redb`). None keeps the embedded broker in memory and
+    /// disables the outbox (degraded mode becomes `reject` for everyone).
     pub data_dir: Option<PathBuf>,
     /// Most messages the outbox holds (503 `outbox_full` past it).
     pub outbox_capacity: usize,

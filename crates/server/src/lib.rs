@@ -109,6 +109,9 @@ pub enum StartError {
     /// The broker could not be reached or prepared.
     #[error(transparent)]
     Broker(#[from] ConnectError),
+    /// The embedded broker's store could not be opened.
+    #[error("{0}")]
+    Embedded(String),
     /// A tenant policy file is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -158,7 +161,15 @@ impl Server {
         ));
         let (base, embedded, jetstream): (Arc<dyn Publisher>, _, _) = match &config.raw.broker {
             BrokerConfig::Embedded { max_messages } => {
-                let broker = Arc::new(EmbeddedBroker::new(*max_messages));
+                let broker = Arc::new(match &config.raw.data_dir {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| StartError::Embedded(format!("{}: {e}", dir.display())))?;
+                        EmbeddedBroker::open(&dir.join("broker.redb"), *max_messages)
+                            .map_err(|e| StartError::Embedded(e.to_string()))?
+                    }
+                    None => EmbeddedBroker::new(*max_messages),
+                });
                 (broker.clone(), Some(broker), None)
             }
             BrokerConfig::Nats(nats) => {
