@@ -228,15 +228,27 @@ impl Failure {
 /// Runs `ctl` and returns its exit code; errors are printed here, one line each.
 pub async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     Ok(match execute(&args).await {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        // A closed pipe (`ctl list | head -1`) is not an error.
+        Ok(text) => match write_stdout(&text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the output: {e}");
+                ExitCode::from(EXIT_REFUSED)
+            }
+        },
         Err(failure) => {
             eprintln!("error: {}", failure.message);
             ExitCode::from(failure.code)
         }
     })
+}
+
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
 
 async fn execute(args: &CtlArgs) -> Result<String, Failure> {
