@@ -620,8 +620,8 @@ impl Breaker {
         now: Timestamp,
         on: &mut impl FnMut(Transition),
     ) {
-        let slow = now.since(admission.started).as_nanos()
-            > u128::from(self.settings.latency_threshold_nanos);
+        let latency = now.as_nanos().saturating_sub(admission.started.as_nanos());
+        let slow = latency > self.settings.latency_threshold_nanos;
         match outcome {
             Outcome::Success => {
                 self.window.record(now.as_nanos(), false, slow);
@@ -651,13 +651,16 @@ impl Breaker {
             rules.insert(Rule::FailureThreshold);
         }
         let counts = self.window.counts(now.as_nanos());
+        // A rate of zero never reaches a threshold above zero: skip the division.
         if counts.calls >= config.min_calls {
             if config.error_rate_threshold > 0.0
+                && counts.failures > 0
                 && counts.error_rate() >= config.error_rate_threshold
             {
                 rules.insert(Rule::ErrorRate);
             }
             if config.slow_call_rate_threshold > 0.0
+                && counts.slow > 0
                 && counts.slow_rate() >= config.slow_call_rate_threshold
             {
                 rules.insert(Rule::Latency);
