@@ -43,7 +43,7 @@ struct Tally {
 #[test]
 fn many_threads_on_one_key_never_over_admit_probes_and_never_lose_a_count() {
     const THREADS: u64 = 8;
-    const OPS: u64 = 20_000;
+    const OPS: u64 = 100_000;
     let config = BreakerConfig {
         failure_threshold: 3,
         window_seconds: 1.0,
