@@ -22,7 +22,7 @@
 //! - `GET /admin/clock`: the router's clock, in ms and µs.
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiQuery};
 
 /// Checks the bearer token.
 pub async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
@@ -125,7 +125,7 @@ pub struct ListQuery {
 /// `GET /admin/breakers`
 pub async fn list_breakers(
     State(app): State<App>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(state) = q.state.as_deref()
         && !["closed", "open", "half_open"].contains(&state)
@@ -222,7 +222,7 @@ pub struct SinceQuery {
 }
 
 /// `GET /admin/transitions`
-pub async fn transitions(State(app): State<App>, Query(q): Query<SinceQuery>) -> Json<Value> {
+pub async fn transitions(State(app): State<App>, ApiQuery(q): ApiQuery<SinceQuery>) -> Json<Value> {
     let now = app.clock.now();
     // Apply due time-driven transitions first so the journal is complete up to now.
     for h in app.registry.handles() {
@@ -291,7 +291,7 @@ pub struct ClearQuery {
 /// `DELETE /admin/faults`
 pub async fn delete_faults(
     State(app): State<App>,
-    Query(q): Query<ClearQuery>,
+    ApiQuery(q): ApiQuery<ClearQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let injector = faults(&app)?;
     let cleared = match (q.provider_id, q.tenant_id) {
@@ -320,7 +320,7 @@ pub async fn delete_faults(
 /// `GET /admin/faults/attempts`
 pub async fn fault_attempts(
     State(app): State<App>,
-    Query(q): Query<SinceQuery>,
+    ApiQuery(q): ApiQuery<SinceQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (attempts, total) = faults(&app)?.attempts(q.since_us);
     Ok(Json(
@@ -338,7 +338,7 @@ pub struct MessagesQuery {
 /// `GET /admin/broker/messages`
 pub async fn broker_messages(
     State(app): State<App>,
-    Query(q): Query<MessagesQuery>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let subject = q.subject.as_deref();
     let messages: Vec<Value> = if let Some(embedded) = &app.embedded {

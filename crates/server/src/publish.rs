@@ -113,6 +113,15 @@ async fn read_json<T: DeserializeOwned>(app: &App, request: Request) -> Result<T
             format!("request body exceeds {} bytes", limits.max_body_bytes),
         )
     })?;
+    // Serde's derived parsers also take a JSON array, field by field; only objects are
+    // requests (other non-objects already fail as `invalid_request`, non-JSON as
+    // `invalid_json`).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -172,9 +181,9 @@ async fn intake(app: &App, request: Request) -> Result<RouteRequest, ApiError> {
             ),
         ));
     }
-    if !app
+    if app
         .recent_ids
-        .check(&tenant, &message_id, payload.as_bytes())
+        .conflicts(&tenant, &message_id, payload.as_bytes())
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -215,8 +224,14 @@ pub async fn publish(State(app): State<App>, request: Request) -> Response {
     };
     let tenant = route_request.tenant.clone();
     let message_id = route_request.message_id.clone();
+    let payload = route_request.payload.clone();
     let (outcome, provider, response) = match app.router.route(route_request).await {
-        Ok(routed) => answer(&tenant, &message_id, routed),
+        Ok(routed) => {
+            if matches!(routed, Routed::Published { .. } | Routed::Queued { .. }) {
+                app.recent_ids.remember(&tenant, &message_id, &payload);
+            }
+            answer(&tenant, &message_id, routed)
+        }
         Err(e) => (
             RequestOutcome::Invalid,
             None,
