@@ -759,7 +759,7 @@ fn generic_checks(c: &Collected<'_>, report: &mut ScenarioReport) {
         g,
         "rejections counted in metrics",
         counted >= rejected as f64,
-        format!("router_circuit_breaker_rejections_total +{counted}"),
+        format!("{} +{counted}", r10::BREAKER_REJECTIONS),
         format!(">= {rejected} (the 503 circuit_open answers)"),
     );
 
