@@ -376,6 +376,37 @@ impl RouterMetrics {
         out
     }
 
+    /// The classic Prometheus text format (0.0.4), for scrapers that do not ask for
+    /// OpenMetrics: counter families are named with their `_total` suffix in `HELP`/`TYPE`
+    /// (as `promtool check metrics` expects) and there is no `# EOF`.
+    pub fn render_prometheus_text(&self) -> String {
+        let open = self.render();
+        let counters: Vec<&str> = names::ALL
+            .iter()
+            .filter(|m| m.kind == names::Kind::Counter)
+            .map(names::registration_name)
+            .collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+                let rest = line.strip_prefix(prefix)?;
+                let (family, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(&family)
+                    .then(|| format!("{prefix}{family}_total {tail}"))
+            });
+            match renamed {
+                Some(l) => out.push_str(&l),
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// Clears every series and the tenant label table, in place.
     pub fn reset_all(&self) {
         self.breaker_state.clear();

@@ -403,19 +403,28 @@ impl AppState {
 }
 
 /// `GET /metrics`: applies due time-driven transitions and refreshes every breaker's
-/// gauges first, so no scrape reports an open breaker whose timeout has passed.
-async fn metrics(State(app): State<App>) -> Response {
+/// gauges first, so no scrape reports an open breaker whose timeout has passed. Serves
+/// OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format
+/// otherwise.
+async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
     let now = app.clock.now();
     for handle in app.registry.handles() {
         let snapshot = handle.snapshot(now);
         app.metrics.breaker_view(handle.key(), &snapshot);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, content_type)], app.metrics.render()).into_response()
+    } else {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        (
+            [(header::CONTENT_TYPE, content_type)],
+            app.metrics.render_prometheus_text(),
+        )
+            .into_response()
+    }
 }

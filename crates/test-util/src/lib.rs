@@ -31,14 +31,24 @@ pub fn free_port() -> u16 {
 
 /// The `nats-server` binary, or a panic that says how to install it.
 pub fn nats_server_binary() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("nats-server"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
+    binary_on_path("nats-server").unwrap_or_else(|| {
         panic!("nats-server is not installed: run `.ci/run`, or `apt-get install -y nats-server`")
     })
+}
+
+/// The `promtool` binary (Debian package `prometheus`), or a panic that says how to
+/// install it.
+pub fn promtool_binary() -> PathBuf {
+    binary_on_path("promtool").unwrap_or_else(|| {
+        panic!("promtool is not installed: run `.ci/run`, or `apt-get install -y prometheus`")
+    })
+}
+
+fn binary_on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|p| p.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A real `nats-server -js` child process.
