@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -40,8 +42,14 @@ fn metric_readers_go_through_the_access_modules() {
     assert!(files.len() > 10, "found too few files to check: {files:?}");
     let forbidden = [
         ("prometheus_client", "reaches into the Prometheus registry"),
-        (".render()", "renders the registry instead of scraping /metrics"),
-        ("\"router_", "spells a metric name as a string: use the r10/r11 constants"),
+        (
+            ".render()",
+            "renders the registry instead of scraping /metrics",
+        ),
+        (
+            "\"router_",
+            "spells a metric name as a string: use the r10/r11 constants",
+        ),
     ];
     let mut violations = Vec::new();
     for file in &files {
@@ -49,10 +57,19 @@ fn metric_readers_go_through_the_access_modules() {
         for (number, line) in text.lines().enumerate() {
             for (pattern, why) in forbidden {
                 if line.contains(pattern) && !line.trim_start().starts_with("//") {
-                    violations.push(format!("{}:{}: {why}: {}", file.display(), number + 1, line.trim()));
+                    violations.push(format!(
+                        "{}:{}: {why}: {}",
+                        file.display(),
+                        number + 1,
+                        line.trim()
+                    ));
                 }
             }
         }
     }
-    assert!(violations.is_empty(), "metrics read around the access modules:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "metrics read around the access modules:\n{}",
+        violations.join("\n")
+    );
 }
