@@ -133,6 +133,8 @@ async fn the_json_and_html_reports_carry_every_assertion_and_the_charts() {
         assert!(a.get(field).is_some(), "assertion field {field}");
     }
     assert!(s["stats"]["failing.shed_p99_ms"].is_number());
+    let n = &s["numbers"][0];
+    assert!(n["name"].is_string() && n["value"].is_string(), "{n}");
     let lanes = s["timeline"]["lanes"].as_array().unwrap();
     assert_eq!(lanes.len(), 1);
     let states: Vec<&str> = lanes[0]["segments"]

@@ -21,7 +21,10 @@
 //!   `open_timeout × 2^(n−1)` (capped) `× (1 ± jitter)` after the `n`th opening since the
 //!   last close;
 //! - closed only by probes: every half-open → closed is `success_threshold_reached` with at
-//!   least `success_threshold` probes in the episode;
+//!   least `success_threshold` probes in the episode (a probe starting within
+//!   `opening_grace_ms` after the closing instant counts: that instant is the closing
+//!   attempt's end, read before the breaker's lock, so under load a probe admitted just
+//!   before the close can carry a later start);
 //! - `/metrics` reports the journal's latest trigger reason for every key that opened;
 //! - rejections counted in `/metrics` ≥ `503 circuit_open` answers;
 //! - nothing acknowledged lost or duplicated: every message answered 200 (or 202 and then
@@ -38,8 +41,8 @@ use beamline_core::retry::RetryConfig;
 use beamline_metrics::{Snapshot, r10};
 
 use crate::analysis::{
-    attempts_in, bucket_ms, delay_bounds_ms, of_key, open_period_bounds_us, periods, rate_per_sec,
-    spread,
+    Period, attempts_in, bucket_ms, delay_bounds_ms, of_key, open_period_bounds_us, periods,
+    rate_per_sec, spread,
 };
 use crate::client::{AttemptRecord, TransitionRecord};
 use crate::load::{RequestRecord, quantile};
@@ -626,10 +629,19 @@ fn generic_checks(c: &Collected<'_>, report: &mut ScenarioReport) {
             }
             if tr.from == "half_open" && tr.to == "closed" {
                 closes += 1;
+                // The closing success is stamped with the time its attempt ended, taken
+                // before the breaker's lock: a probe admitted just before that lock may
+                // carry a later start. Probes starting within the grace count.
                 let probes = periods(&ts, "half_open")
                     .into_iter()
                     .find(|pe| pe.end == Some(tr.at_us) && pe.entered_by + 1 == i)
-                    .map_or(0, |pe| attempts_in(&c.attempts, &t, &p, &pe, 0).len());
+                    .map_or(0, |pe| {
+                        let widened = Period {
+                            end: pe.end.map(|e| e + grace),
+                            ..pe
+                        };
+                        attempts_in(&c.attempts, &t, &p, &widened, 0).len()
+                    });
                 if tr.reason != r10::SUCCESS_THRESHOLD_REACHED
                     || probes < c.breaker.success_threshold as usize
                 {

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use crate::report::{RunReport, ScenarioReport, Span, Timeline, Verdict};
 
 const WIDTH: f64 = 640.0;
-const LEFT: f64 = 64.0;
+const LEFT: f64 = 88.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 26.0;
 const BOTTOM: f64 = 30.0;
@@ -183,7 +183,7 @@ fn y_axis(out: &mut String, f: &Frame, step: f64, unit: &str) {
     }
     let _ = write!(
         out,
-        r#"<text x="12" y="{y:.1}" class="tk" transform="rotate(-90 12 {y:.1})" text-anchor="middle">{u}</text>"#,
+        r#"<text x="14" y="{y:.1}" class="tk" transform="rotate(-90 14 {y:.1})" text-anchor="middle">{u}</text>"#,
         y = (TOP + f.bottom()) / 2.0,
         u = esc(unit)
     );
@@ -331,7 +331,7 @@ fn lanes_chart(t: &Timeline) -> String {
                 r#"<text x="{tx}" y="{ty:.1}" class="tk" text-anchor="end">{k}</text>"#,
                 tx = LEFT - 4.0,
                 ty = y + lane / 2.0 + 3.5,
-                k = esc(&clip(&l.key, 10))
+                k = esc(&clip(&l.key, 15))
             );
         }
     }
@@ -524,8 +524,8 @@ pub fn render(report: &RunReport) -> String {
         out.push_str("</table>");
         if !s.numbers.is_empty() {
             out.push_str(r#"<ul class="nums">"#);
-            for (k, v) in &s.numbers {
-                let _ = write!(out, "<li>{}: <b>{}</b></li>", esc(k), esc(v));
+            for n in &s.numbers {
+                let _ = write!(out, "<li>{}: <b>{}</b></li>", esc(&n.name), esc(&n.value));
             }
             out.push_str("</ul>");
         }

@@ -430,6 +430,8 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
         Target::Remote { url, token } => Some(RouterClient::new(url, Some(token.clone()))?),
         _ => None,
     };
+    // A running router with tenant policies gets each scenario's settings per tenant.
+    let mut remote_policies = false;
     let mut broker_name = match &options.target {
         Target::Embedded => "embedded",
         Target::Nats(_) => "nats",
@@ -442,6 +444,8 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
         } else {
             "embedded"
         };
+        let probe = format!("/admin/policies/probe-{run_id}");
+        remote_policies = api::has_route(client, Method::GET, &probe, None).await?;
     }
     let mut reports = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
@@ -456,7 +460,33 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
         }
         // The router this scenario drives, and the settings it runs under.
         let mut outbox_dir: Option<PathBuf> = None;
+        let mut tenant_settings = None;
         let (client, server, breaker, retry) = match &remote {
+            Some(client) if remote_policies => {
+                // The scenario's settings (the runner's base with the file's overrides)
+                // reach the router through tenant policies on the scenario's own tenants:
+                // the rest of the router is left alone. Only an outbox cannot be lent.
+                if spec.router.outbox && client.config().await?["data_dir"].is_null() {
+                    reports.push(ScenarioReport::not_applicable(
+                        &spec.name,
+                        &spec.description,
+                        "needs a router with an outbox (data_dir); the running router has none",
+                    ));
+                    continue;
+                }
+                let mut base = scenario_config(&Target::Embedded, seed);
+                base.data_dir = Some(PathBuf::from("(remote)"));
+                let config = config_for(spec, &base).map_err(|detail| RunError::Config {
+                    scenario: spec.name.clone(),
+                    detail,
+                })?;
+                tenant_settings = Some(scenarios::TenantSettings {
+                    breaker: config.breaker.clone(),
+                    retry: config.retry.clone(),
+                    degraded_mode: config.degraded_mode,
+                });
+                (client.clone(), None, config.breaker, config.retry)
+            }
             Some(client) => {
                 let config = client.config().await?;
                 let mismatch = mismatched_overrides(spec, &config);
@@ -507,6 +537,7 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
             broker: broker_name,
             progress: &progress,
             time: RouterTime::calibrate(&client).await?,
+            tenant_settings,
         };
         let result = scenarios::execute(spec, &ctx).await;
         if let Some(server) = server {
@@ -593,7 +624,10 @@ mod tests {
         let mut base = scenario_config(&Target::Embedded, 1);
         base.data_dir = Some("/nonexistent/outbox".into());
         let c = config_for(deadline, &base).unwrap();
-        assert_eq!(c.data_dir, None, "only scenarios asking for an outbox get one");
+        assert_eq!(
+            c.data_dir, None,
+            "only scenarios asking for an outbox get one"
+        );
         assert_eq!(c.retry.max_attempts, 6);
         assert_eq!(c.breaker.open_timeout_ms, base.breaker.open_timeout_ms);
         for s in &specs {

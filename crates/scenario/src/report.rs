@@ -37,6 +37,15 @@ pub struct Assertion {
     pub bound: String,
 }
 
+/// A measured number worth reading (not an assertion).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Number {
+    /// What it is.
+    pub name: String,
+    /// Its value, with its unit.
+    pub value: String,
+}
+
 /// A scenario's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,8 +148,8 @@ pub struct ScenarioReport {
     pub assertions: Vec<Assertion>,
     /// Every measured stat by its stable name (the names `[[expect.ranges]]` uses).
     pub stats: BTreeMap<String, f64>,
-    /// Measured numbers worth reading (name, value).
-    pub numbers: Vec<(String, String)>,
+    /// Measured numbers worth reading.
+    pub numbers: Vec<Number>,
     /// The router settings the scenario ran under (breaker and retry, as JSON).
     pub config: serde_json::Value,
     /// Series for charts.
@@ -206,7 +215,10 @@ impl ScenarioReport {
 
     /// Records a number.
     pub fn number(&mut self, name: &str, value: impl ToString) {
-        self.numbers.push((name.to_owned(), value.to_string()));
+        self.numbers.push(Number {
+            name: name.to_owned(),
+            value: value.to_string(),
+        });
     }
 
     /// Records a stat.
@@ -309,7 +321,7 @@ impl RunReport {
                     a.name, a.measured, a.bound
                 );
             }
-            for (name, value) in &s.numbers {
+            for Number { name, value } in &s.numbers {
                 let _ = writeln!(out, "         {name}: {value}");
             }
         }

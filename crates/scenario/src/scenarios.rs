@@ -58,6 +58,50 @@ pub struct Ctx<'a> {
     pub progress: &'a MultiProgress,
     /// The router's clock.
     pub time: RouterTime,
+    /// Settings to give the scenario's tenants through tenant policies (a running router,
+    /// whose own settings are not the scenario's).
+    pub tenant_settings: Option<TenantSettings>,
+}
+
+/// A scenario's breaker, retry and degraded settings, applied per tenant.
+#[derive(Clone, Debug)]
+pub struct TenantSettings {
+    /// Breaker keys.
+    pub breaker: BreakerConfig,
+    /// Retry keys.
+    pub retry: RetryConfig,
+    /// Degraded mode (when the file's policy does not name one).
+    pub degraded_mode: beamline_core::policy::DegradedMode,
+}
+
+/// The tenant policy to put for every tenant: the file's (providers named by their ids),
+/// and, for a running router, the scenario's settings as the policy's overrides.
+fn tenant_policy(
+    spec: &ScenarioSpec,
+    keys: &Keys,
+    settings: Option<&TenantSettings>,
+) -> Option<Value> {
+    let mut policy = match (&spec.policy, settings) {
+        (None, None) => return None,
+        (Some(p), _) => serde_json::to_value(p).unwrap_or(Value::Null),
+        (None, Some(_)) => {
+            let providers: Vec<Value> = keys
+                .provider_ids()
+                .into_iter()
+                .map(|id| json!({"id": id, "weight": 1}))
+                .collect();
+            json!({ "providers": providers })
+        }
+    };
+    substitute_providers(&mut policy, keys);
+    if let Some(s) = settings {
+        policy["circuit_breaker"] = serde_json::to_value(&s.breaker).unwrap_or(Value::Null);
+        policy["retry"] = serde_json::to_value(&s.retry).unwrap_or(Value::Null);
+        if policy.get("degraded_mode").is_none() || spec.router.degraded_mode.is_some() {
+            policy["degraded_mode"] = serde_json::to_value(s.degraded_mode).unwrap_or(Value::Null);
+        }
+    }
+    Some(policy)
 }
 
 /// The scenario's keys: tenants and providers, made unique for the run.
@@ -224,9 +268,7 @@ pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioRepor
     let since = client.now_us().await?;
     let before = snapshot(client).await?;
 
-    if let Some(policy) = &spec.policy {
-        let mut value = serde_json::to_value(policy).unwrap_or(Value::Null);
-        substitute_providers(&mut value, &keys);
+    if let Some(value) = tenant_policy(spec, &keys, ctx.tenant_settings.as_ref()) {
         let mut failures = Vec::new();
         for tenant in &keys.tenants {
             if let Err(e) = api::put_policy(client, tenant, value.clone()).await {
@@ -394,6 +436,17 @@ pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioRepor
     checks::evaluate(&collected, &mut report);
     report.requests = collected.records.len();
     report.load_time = load_time;
+    if !load_time.is_zero() {
+        report.number(
+            "load",
+            format!(
+                "{} requests in {:.2} s of load = {:.0} req/s",
+                report.requests,
+                load_time.as_secs_f64(),
+                report.requests as f64 / load_time.as_secs_f64()
+            ),
+        );
+    }
     report.duration = clock.now().since(started);
     report.finish();
     Ok(report)
@@ -409,7 +462,9 @@ async fn keys_all_drained(client: &RouterClient, keys: &Keys) -> Result<bool, Cl
 }
 
 fn load_spec(spec: &ScenarioSpec, phase: &PhaseSpec, ctx: &Ctx<'_>, keys: &Keys) -> LoadSpec {
-    let clients = ((ctx.profile.clients as f64 * phase.clients).ceil() as usize).max(1);
+    let clients = ((ctx.profile.clients as f64 * phase.clients).ceil() as usize)
+        .min(phase.max_clients.unwrap_or(usize::MAX))
+        .max(1);
     let requests = phase.requests_per_client.or_else(|| {
         phase
             .requests

@@ -295,6 +295,10 @@ pub struct PhaseSpec {
     /// Clients, as a fraction of the profile's (rounded up, at least 1).
     #[serde(default = "one_f")]
     pub clients: f64,
+    /// At most this many clients, whatever the profile (phases whose expectations depend
+    /// on how many calls arrive at once).
+    #[serde(default)]
+    pub max_clients: Option<usize>,
     /// Pause between a client's requests.
     #[serde(default)]
     pub pause_ms: u64,
@@ -520,6 +524,9 @@ impl ScenarioSpec {
             }
             if phase.stop_when == Some(WaitUntil::OutboxEmpty) {
                 return Err(invalid(&at("stop_when"), "must be a breaker state"));
+            }
+            if phase.max_clients == Some(0) {
+                return Err(invalid(&at("max_clients"), "must be at least 1"));
             }
             if phase.duration_ms.is_some_and(|d| d > 600_000) {
                 return Err(invalid(&at("duration_ms"), "must be at most 600000"));
