@@ -205,6 +205,9 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         }
         None => ServerConfig::default(),
     };
+    config = config
+        .with_env_overrides(std::env::vars())
+        .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -237,7 +240,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         println!(
             "# configuration is valid; effective configuration:\n{}",
-            toml_text(&printable)?
+            printable.to_toml().map_err(|e| anyhow::anyhow!(e))?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -267,37 +270,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutdown requested: finishing in-flight requests");
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-fn toml_text(config: &ServerConfig) -> anyhow::Result<String> {
-    // `toml` is a dependency of the server crate; go through JSON → TOML via serde_json's
-    // value to keep one serializer here.
-    let value = serde_json::to_value(config)?;
-    Ok(json_to_toml(&value, ""))
-}
-
-/// A minimal TOML rendering of a JSON object of scalars and nested objects.
-fn json_to_toml(value: &serde_json::Value, prefix: &str) -> String {
-    use serde_json::Value;
-    let mut scalars = String::new();
-    let mut tables = String::new();
-    if let Value::Object(map) = value {
-        for (k, v) in map {
-            match v {
-                Value::Object(_) => {
-                    let name = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    tables.push_str(&format!("\n[{name}]\n{}", json_to_toml(v, &name)));
-                }
-                Value::Null => {}
-                other => scalars.push_str(&format!("{k} = {other}\n")),
-            }
-        }
-    }
-    scalars + &tables
 }
 
 async fn scenario_run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {

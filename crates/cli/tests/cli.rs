@@ -68,6 +68,27 @@ fn check_config_prints_the_effective_config_and_refuses_invalid_ones() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("failure_threshold = 7"));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let reparsed = beamline_server::config::ServerConfig::from_toml(&printed)
+        .expect("the printed config parses back");
+    assert_eq!(reparsed.breaker.failure_threshold, 7);
+    let out = bin()
+        .args(["serve", "--check-config", "--config"])
+        .arg(&good)
+        .env("BEAMLINE__BREAKER__MIN_CALLS", "3")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("min_calls = 3"),
+        "environment overrides apply"
+    );
+    let out = bin()
+        .args(["serve", "--check-config"])
+        .env("BEAMLINE__BREAKER__MIN_CALS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BEAMLINE__BREAKER__MIN_CALS"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[breaker]\nlatency_threshold_ms = 9000\n").unwrap();
     let out = bin()

@@ -1,5 +1,6 @@
-//! Server configuration: one TOML file, environment overrides, CLI flags (applied by the
-//! binary in that order), validated at once with errors that name the key.
+//! Server configuration: one TOML file, environment overrides (`BEAMLINE__SECTION__KEY`,
+//! see [`ServerConfig::with_env_overrides`]), CLI flags (applied by the binary in that
+//! order), validated at once with errors that name the key.
 //!
 //! Every default lives here, in the `Default` impls; `serve --check-config` prints the
 //! effective configuration, and the README's configuration section shows this file's
@@ -15,6 +16,9 @@ use beamline_core::breaker::{BreakerConfig, BreakerSettings, ConfigError};
 use beamline_core::policy::DegradedMode;
 use beamline_core::retry::{RetryConfig, RetrySettings};
 use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "BEAMLINE__";
 
 /// Which broker the router publishes to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,6 +156,57 @@ impl ServerConfig {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// The configuration as TOML text (what `serve --check-config` prints).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| e.to_string())
+    }
+
+    /// Applies environment overrides: a variable `BEAMLINE__SECTION__KEY=value` sets
+    /// `section.key` (`BEAMLINE__MAX_TENANT_LABELS=50`, `BEAMLINE__BREAKER__MIN_CALLS=5`,
+    /// `BEAMLINE__BROKER__URL=...`). The value is read as a TOML value when it parses as one
+    /// (numbers, booleans, arrays), as a string otherwise. Unknown keys are refused, naming
+    /// the variable. Other variables are ignored.
+    pub fn with_env_overrides(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, String> {
+        let mut tree = toml::Value::try_from(&self).map_err(|e| e.to_string())?;
+        let mut applied = Vec::new();
+        for (name, raw) in vars {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(format!("{name}: empty key segment"));
+            }
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            let mut node = &mut tree;
+            for key in &keys[..keys.len() - 1] {
+                let table = node
+                    .as_table_mut()
+                    .ok_or_else(|| format!("{name}: {key} is not a section"))?;
+                node = table
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            }
+            let table = node
+                .as_table_mut()
+                .ok_or_else(|| format!("{name}: not a section"))?;
+            table.insert(keys[keys.len() - 1].clone(), value);
+            applied.push(name);
+        }
+        if applied.is_empty() {
+            return Ok(self);
+        }
+        tree.try_into().map_err(|e: toml::de::Error| {
+            format!("environment override ({}): {e}", applied.join(", "))
+        })
+    }
+
     /// Validates every section.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let retry = self.retry.validate()?;
@@ -231,6 +286,38 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(short.validate().unwrap_err().key, "admin_token");
+    }
+
+    #[test]
+    fn environment_overrides_set_nested_keys_and_refuse_unknown_ones() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c = ServerConfig::default()
+            .with_env_overrides(env(&[
+                ("BEAMLINE__BREAKER__MIN_CALLS", "5"),
+                ("BEAMLINE__FAULTS_ENABLED", "true"),
+                ("BEAMLINE__ADMIN_TOKEN", "a-token-long-enough"),
+                ("PATH", "/bin"),
+            ]))
+            .unwrap();
+        assert_eq!(c.breaker.min_calls, 5);
+        assert!(c.faults_enabled);
+        assert_eq!(c.admin_token.as_deref(), Some("a-token-long-enough"));
+        let e = ServerConfig::default()
+            .with_env_overrides(env(&[("BEAMLINE__BREAKER__MIN_CALS", "5")]))
+            .unwrap_err();
+        assert!(
+            e.contains("BEAMLINE__BREAKER__MIN_CALS") && e.contains("unknown field"),
+            "{e}"
+        );
+        let e = ServerConfig::default()
+            .with_env_overrides(env(&[("BEAMLINE__BREAKER__MIN_CALLS", "many")]))
+            .unwrap_err();
+        assert!(e.contains("invalid type"), "{e}");
     }
 
     #[test]
