@@ -270,3 +270,59 @@ async fn a_restarted_broker_opens_the_breaker_which_recovers_and_nothing_acknowl
     assert_exactly_once(&client, &answers).await;
     router.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut config = resilient_config_embedded(&dir.path().join("data"));
+    config.listen = ([127, 0, 0, 1], port).into();
+    config.admin_token = Some(test_token());
+    config.faults_enabled = true;
+    let config_path = dir.path().join("router.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let client =
+        RouterClient::new(&format!("http://127.0.0.1:{port}"), Some(test_token())).unwrap();
+    let mut router = spawn_router(&config_path);
+    wait_healthy(&client).await;
+    client
+        .set_fault(PROVIDER, None, json!({"type": "delay", "ms": 300}))
+        .await
+        .unwrap();
+    let in_flight: Vec<_> = (0..5)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .publish("tterm", PROVIDER, &format!("term-{i}"), json!(i))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = router.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for request in in_flight {
+        let answer = request
+            .await
+            .unwrap()
+            .expect("an in-flight request is answered, not cut");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let status = router.child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+    // The stream is durable: a new process on the same data directory has all five.
+    let _router = spawn_router(&config_path);
+    wait_healthy(&client).await;
+    let stored = client
+        .stored_message_ids(&format!("beamline.provider.{PROVIDER}"))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 5, "{stored:?}");
+}
