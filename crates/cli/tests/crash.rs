@@ -177,22 +177,32 @@ async fn wait_healthy(client: &RouterClient) {
     panic!("router did not come up at {}", client.base());
 }
 
-/// Kills a router child process mid-load and restarts it on the same data directory.
-async fn kill_and_restart_under_load(broker: Option<&NatsServer>) {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes `config` (on a free port, with the test token and faults on) for a child router
+/// process; returns the config file's path and a client for it.
+fn child_config(
+    dir: &std::path::Path,
+    mut config: ServerConfig,
+) -> (std::path::PathBuf, RouterClient) {
     let port = free_port();
-    let data = dir.path().join("data");
-    let mut config = match broker {
-        Some(nats) => resilient_config(nats, &data),
-        None => resilient_config_embedded(&data),
-    };
     config.listen = ([127, 0, 0, 1], port).into();
     config.admin_token = Some(test_token());
     config.faults_enabled = true;
-    let config_path = dir.path().join("router.toml");
+    let config_path = dir.join("router.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
     let client =
         RouterClient::new(&format!("http://127.0.0.1:{port}"), Some(test_token())).unwrap();
+    (config_path, client)
+}
+
+/// Kills a router child process mid-load and restarts it on the same data directory.
+async fn kill_and_restart_under_load(broker: Option<&NatsServer>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = match broker {
+        Some(nats) => resilient_config(nats, &data),
+        None => resilient_config_embedded(&data),
+    };
+    let (config_path, client) = child_config(dir.path(), config);
 
     let mut router = spawn_router(&config_path);
     wait_healthy(&client).await;
@@ -274,15 +284,8 @@ async fn a_restarted_broker_opens_the_breaker_which_recovers_and_nothing_acknowl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut config = resilient_config_embedded(&dir.path().join("data"));
-    config.listen = ([127, 0, 0, 1], port).into();
-    config.admin_token = Some(test_token());
-    config.faults_enabled = true;
-    let config_path = dir.path().join("router.toml");
-    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-    let client =
-        RouterClient::new(&format!("http://127.0.0.1:{port}"), Some(test_token())).unwrap();
+    let config = resilient_config_embedded(&dir.path().join("data"));
+    let (config_path, client) = child_config(dir.path(), config);
     let mut router = spawn_router(&config_path);
     wait_healthy(&client).await;
     client
