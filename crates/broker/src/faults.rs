@@ -164,7 +164,12 @@ impl FaultInjector {
         if rules.len() >= MAX_RULES {
             return Err(FaultError::TooMany);
         }
-        tracing::warn!(provider_id = %rule.provider_id, tenant_id = ?rule.tenant_id.as_ref().map(|t| t.as_str()), fault = ?rule.fault, "fault injected");
+        tracing::warn!(
+            provider_id = %rule.provider_id,
+            tenant_id = rule.tenant_id.as_ref().map_or("*", |t| t.as_str()),
+            fault = %serde_json::to_string(&rule.fault).unwrap_or_default(),
+            "fault injected"
+        );
         rules.push(rule);
         Ok(())
     }

@@ -74,16 +74,17 @@ impl BreakerObserver for BreakerEvents {
     fn on_transition(&self, key: &BreakerKey, t: &Transition) {
         self.metrics.breaker_transition(key, t);
         let rules: Vec<&'static str> = t.rules.reasons().collect();
+        let rule_list = rules.join(",");
         if t.to == State::Open {
             tracing::warn!(
                 tenant_id = %key.tenant, provider_id = %key.provider,
-                from = t.from.as_str(), to = t.to.as_str(), reason = t.reason.as_str(), rules = ?rules,
+                from = t.from.as_str(), to = t.to.as_str(), reason = t.reason.as_str(), rules = %rule_list,
                 "circuit breaker opened"
             );
         } else {
             tracing::info!(
                 tenant_id = %key.tenant, provider_id = %key.provider,
-                from = t.from.as_str(), to = t.to.as_str(), reason = t.reason.as_str(), rules = ?rules,
+                from = t.from.as_str(), to = t.to.as_str(), reason = t.reason.as_str(), rules = %rule_list,
                 "circuit breaker transition"
             );
         }
