@@ -105,7 +105,9 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn new(defaults: BreakerSettings, shards: usize, seed: u64, observer: O) -> Self {
         let n = shards.max(1).next_power_of_two();
         BreakerRegistry {
-            shards: (0..n).map(|_| Shard(Mutex::new(HashTable::new()))).collect(),
+            shards: (0..n)
+                .map(|_| Shard(Mutex::new(HashTable::new())))
+                .collect(),
             hasher: DefaultHashBuilder::default(),
             defaults: Arc::new(defaults),
             observer,
