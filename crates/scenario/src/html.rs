@@ -125,12 +125,21 @@ fn time_axis(out: &mut String, f: &Frame, t: &Timeline) {
 }
 
 fn fmt_time(ms: f64, step: f64) -> String {
-    if step >= 1000.0 {
-        format!("{:.0} s", ms / 1000.0)
-    } else if step >= 100.0 {
-        format!("{:.1} s", ms / 1000.0)
+    // As many decimals as the step needs (2.5 s ticks read 2.5, 5.0, 7.5; never 2, 5, 8).
+    let decimals = |unit: f64| {
+        let s = step / unit;
+        if (s - s.round()).abs() < 1e-9 {
+            0
+        } else if (s * 10.0 - (s * 10.0).round()).abs() < 1e-9 {
+            1
+        } else {
+            2
+        }
+    };
+    if step >= 100.0 {
+        format!("{:.*} s", decimals(1000.0), ms / 1000.0)
     } else {
-        format!("{ms:.0} ms")
+        format!("{:.*} ms", decimals(1.0), ms)
     }
 }
 
@@ -209,13 +218,18 @@ fn polyline(
             None => runs.push(Vec::new()),
         }
     }
+    // Sparse series (requests sent in waves) read as points; dense ones as lines.
+    let sparse = values.iter().filter(|v| v.is_none()).count() * 3 > values.len();
     for run in runs.iter().filter(|r| !r.is_empty()) {
+        if run.len() == 1 || sparse {
+            for (x, y) in run {
+                let _ = write!(
+                    out,
+                    r#"<circle cx="{x:.1}" cy="{y:.1}" r="2" fill="{color}"/>"#
+                );
+            }
+        }
         if run.len() == 1 {
-            let (x, y) = run[0];
-            let _ = write!(
-                out,
-                r#"<circle cx="{x:.1}" cy="{y:.1}" r="2" fill="{color}"/>"#
-            );
             continue;
         }
         let points: Vec<String> = run.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
@@ -418,6 +432,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #edf2f7;vertical-align:top}
 th{background:#f7fafc;font-weight:600}
 tr.bad td{background:#fff5f5}
+td.n{white-space:nowrap}
 td.m{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
 .badge{display:inline-block;font-size:12px;font-weight:700;padding:2px 8px;border-radius:10px;color:#fff}
 .pass{background:#2e9e5b}.fail{background:#d64545}.na{background:#718096}
@@ -469,7 +484,7 @@ pub fn render(report: &RunReport) -> String {
         let failed: Vec<String> = s.failures().map(|a| esc(&a.name)).collect();
         let _ = write!(
             out,
-            r##"<tr><td><a href="#{n}">{n}</a></td><td>{}</td><td>{passed}/{}</td><td>{}</td><td>{:.2} s</td><td>{}</td></tr>"##,
+            r##"<tr><td><a href="#{n}">{n}</a></td><td>{}</td><td class="n">{passed}/{}</td><td class="n">{}</td><td class="n">{:.2} s</td><td>{}</td></tr>"##,
             badge(s.verdict),
             s.assertions.len(),
             s.requests,
@@ -612,6 +627,17 @@ mod tests {
         assert_eq!(html.matches("<svg").count(), 4);
         assert!(html.contains("Not applicable: needs NATS"));
         assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
+    }
+
+    #[test]
+    fn time_ticks_keep_the_decimals_their_step_needs() {
+        assert_eq!(fmt_time(7500.0, 2500.0), "7.5 s");
+        assert_eq!(fmt_time(5000.0, 2500.0), "5.0 s");
+        assert_eq!(fmt_time(2000.0, 1000.0), "2 s");
+        assert_eq!(fmt_time(750.0, 250.0), "0.75 s");
+        assert_eq!(fmt_time(500.0, 100.0), "0.5 s");
+        assert_eq!(fmt_time(50.0, 25.0), "50 ms");
+        assert_eq!(fmt_time(7.5, 2.5), "7.5 ms");
     }
 
     #[test]

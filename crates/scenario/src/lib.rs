@@ -454,7 +454,7 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
                 &spec.name,
                 &spec.description,
                 "needs a real NATS JetStream (the embedded broker has no connection to drop): \
-                 run with --nats URL",
+                 run with --nats URL, or against a router that publishes to NATS",
             ));
             continue;
         }
@@ -520,11 +520,25 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
                 let (breaker, retry) = (config.breaker.clone(), config.retry.clone());
                 let token = config.admin_token.clone();
                 let valid = config.validate().map_err(|e| config_error(e.to_string()))?;
-                let server: RunningServer = Server::start(valid)
-                    .await
-                    .map_err(|e| RunError::Start(e.to_string()))?;
+                let server: RunningServer = match Server::start(valid).await {
+                    Ok(server) => server,
+                    Err(e) => {
+                        reports.push(broken(spec, "the in-process router started", &e));
+                        continue;
+                    }
+                };
                 let client = RouterClient::new(&format!("http://{}", server.addr()), token)?;
                 (client, Some(server), breaker, retry)
+            }
+        };
+        let time = match RouterTime::calibrate(&client).await {
+            Ok(time) => time,
+            Err(e) => {
+                if let Some(server) = server {
+                    server.shutdown().await;
+                }
+                reports.push(broken(spec, "the router answered GET /admin/clock", &e));
+                continue;
             }
         };
         let ctx = Ctx {
@@ -536,7 +550,7 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
             retry,
             broker: broker_name,
             progress: &progress,
-            time: RouterTime::calibrate(&client).await?,
+            time,
             tenant_settings,
         };
         let result = scenarios::execute(spec, &ctx).await;
@@ -546,8 +560,13 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
         if let Some(dir) = outbox_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
-        let report = result?;
-        reports.push(report);
+        reports.push(result.unwrap_or_else(|e| {
+            broken(
+                spec,
+                "the scenario ran to its end (router API answered)",
+                &e,
+            )
+        }));
     }
     let _ = progress.clear();
     let total_requests: usize = reports.iter().map(|r| r.requests).sum();
@@ -569,6 +588,21 @@ pub async fn run_with(options: RunOptions, source: ScenarioSource) -> Result<Run
         },
         reproduce: reproduce(&options, &source, seed),
     })
+}
+
+/// A failed report for a scenario the router could not carry out (unreachable, an admin
+/// call answered wrongly): the run goes on with the next scenario.
+fn broken(spec: &ScenarioSpec, what: &str, error: &dyn std::fmt::Display) -> ScenarioReport {
+    let mut report = ScenarioReport::new(&spec.name, &spec.description);
+    report.check(
+        report::AssertionKind::Setup,
+        what,
+        false,
+        error.to_string(),
+        "no error",
+    );
+    report.finish();
+    report
 }
 
 /// The command that reproduces a run.
