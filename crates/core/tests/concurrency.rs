@@ -171,3 +171,43 @@ fn many_threads_on_one_key_never_over_admit_probes_and_never_lose_a_count() {
     );
     assert!(observer.transitions.load(Ordering::Relaxed) > 30);
 }
+
+#[test]
+fn threads_creating_the_same_keys_at_once_share_one_breaker_per_key() {
+    let registry = BreakerRegistry::new(
+        BreakerConfig::default()
+            .validate(Duration::from_secs(2))
+            .unwrap(),
+        2,
+        1,
+        beamline_core::breaker::NoopObserver,
+    );
+    let keys: Vec<BreakerKey> = (0..200)
+        .map(|i| {
+            BreakerKey::new(
+                TenantId::try_new(&format!("t{i}")).unwrap(),
+                ProviderId::try_new("p").unwrap(),
+            )
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for k in &keys {
+                    let h = registry.handle(k);
+                    let permit = h.acquire(beamline_core::Timestamp::from_millis(1)).unwrap();
+                    permit.record(Outcome::Success, beamline_core::Timestamp::from_millis(1));
+                }
+            });
+        }
+    });
+    assert_eq!(registry.len(), keys.len());
+    for k in &keys {
+        let stats = registry
+            .get(k)
+            .unwrap()
+            .snapshot(beamline_core::Timestamp::from_millis(2))
+            .stats;
+        assert_eq!((stats.admitted, stats.successes), (4, 4), "{k}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The breaker registry: one [`Breaker`] per [`BreakerKey`], shared by every thread.
 //!
-//! Breakers are created on first use and live in shards (a mutex-guarded hash table each,
-//! chosen by the key's hash), so threads working on different keys rarely meet. A request
+//! Breakers are created on first use and live in shards (a hash table behind a
+//! reader-writer lock each, chosen by the key's hash), so threads working on different keys
+//! rarely meet, and lookups of one key from many threads share the shard. A request
 //! looks its breaker up once ([`BreakerRegistry::handle`]) and then takes one [`Permit`] per
 //! attempt; the permit reports exactly one outcome, and a permit dropped without a report
 //! counts as `Ignored` (which frees a half-open probe slot).
@@ -23,7 +24,7 @@
 //! nobody holds and that saw no call for the idle period.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use hashbrown::DefaultHashBuilder;
@@ -76,16 +77,24 @@ impl BreakerCell {
     }
 }
 
+type Table = HashTable<Arc<BreakerCell>>;
+
 /// One shard, alone on its cache lines (128 bytes: adjacent-line prefetch pairs lines), so
-/// threads working on keys of different shards never contend for a line.
+/// threads working on keys of different shards never contend for a line. Lookups share
+/// the read lock; only creating, evicting and clearing breakers write.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Shard(Mutex<HashTable<Arc<BreakerCell>>>);
+struct Shard(RwLock<Table>);
 
-impl std::ops::Deref for Shard {
-    type Target = Mutex<HashTable<Arc<BreakerCell>>>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
+impl Shard {
+    // A panic while holding a shard lock leaves the table consistent (hashbrown's
+    // operations do not unwind half-done), so poisoning is ignored.
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -105,9 +114,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn new(defaults: BreakerSettings, shards: usize, seed: u64, observer: O) -> Self {
         let n = shards.max(1).next_power_of_two();
         BreakerRegistry {
-            shards: (0..n)
-                .map(|_| Shard(Mutex::new(HashTable::new())))
-                .collect(),
+            shards: (0..n).map(|_| Shard(RwLock::new(Table::new()))).collect(),
             hasher: DefaultHashBuilder::default(),
             defaults: Arc::new(defaults),
             observer,
@@ -129,12 +136,9 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         self.hasher.hash_one((tenant, provider))
     }
 
-    fn shard(&self, hash: u64) -> MutexGuard<'_, HashTable<Arc<BreakerCell>>> {
+    fn shard(&self, hash: u64) -> &Shard {
         // High bits choose the shard; the table itself uses the low bits.
-        let i = (hash >> 48) as usize & (self.shards.len() - 1);
-        self.shards[i]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        &self.shards[(hash >> 48) as usize & (self.shards.len() - 1)]
     }
 
     /// The breaker for `key`, created with the default settings if missing.
@@ -150,23 +154,31 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         settings: &Arc<BreakerSettings>,
     ) -> BreakerHandle<'_, O> {
         let hash = self.hash(key.tenant.as_str(), key.provider.as_str());
-        let mut shard = self.shard(hash);
         let eq = |c: &Arc<BreakerCell>| c.key == *key;
-        let cell = match shard.find(hash, eq) {
-            Some(cell) => Arc::clone(cell),
+        let shard = self.shard(hash);
+        let found = shard.read().find(hash, eq).map(Arc::clone);
+        let cell = match found {
+            Some(cell) => cell,
             None => {
-                let now = Timestamp::ZERO;
-                let breaker = Breaker::new(Arc::clone(settings), now, self.seed ^ hash);
-                let cell = Arc::new(BreakerCell {
-                    key: key.clone(),
-                    gate: AtomicU64::new(breaker.gate()),
-                    breaker: Mutex::new(breaker),
-                });
-                let hasher = &self.hasher;
-                shard.insert_unique(hash, Arc::clone(&cell), |c| {
-                    hasher.hash_one((c.key.tenant.as_str(), c.key.provider.as_str()))
-                });
-                cell
+                let mut table = shard.write();
+                // Another thread may have created it between the two locks.
+                match table.find(hash, eq) {
+                    Some(cell) => Arc::clone(cell),
+                    None => {
+                        let now = Timestamp::ZERO;
+                        let breaker = Breaker::new(Arc::clone(settings), now, self.seed ^ hash);
+                        let cell = Arc::new(BreakerCell {
+                            key: key.clone(),
+                            gate: AtomicU64::new(breaker.gate()),
+                            breaker: Mutex::new(breaker),
+                        });
+                        let hasher = &self.hasher;
+                        table.insert_unique(hash, Arc::clone(&cell), |c| {
+                            hasher.hash_one((c.key.tenant.as_str(), c.key.provider.as_str()))
+                        });
+                        cell
+                    }
+                }
             }
         };
         BreakerHandle {
@@ -178,8 +190,11 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     /// The breaker for `key` if it exists (never creates one).
     pub fn get(&self, key: &BreakerKey) -> Option<BreakerHandle<'_, O>> {
         let hash = self.hash(key.tenant.as_str(), key.provider.as_str());
-        let shard = self.shard(hash);
-        let cell = shard.find(hash, |c| c.key == *key).map(Arc::clone)?;
+        let cell = self
+            .shard(hash)
+            .read()
+            .find(hash, |c| c.key == *key)
+            .map(Arc::clone)?;
         Some(BreakerHandle {
             registry: self,
             cell,
@@ -190,7 +205,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn handles(&self) -> Vec<BreakerHandle<'_, O>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let shard = shard.read();
             out.extend(shard.iter().map(|cell| BreakerHandle {
                 registry: self,
                 cell: Arc::clone(cell),
@@ -201,10 +216,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
 
     /// Number of breakers.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Whether there are no breakers.
@@ -232,7 +244,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn evict_idle(&self, now: Timestamp, idle: Duration) -> usize {
         let mut evicted = 0;
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = shard.write();
             shard.retain(|cell| {
                 let keep = Arc::strong_count(cell) > 1 || !cell.lock().is_evictable(now, idle);
                 evicted += usize::from(!keep);
@@ -248,7 +260,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
             handle.reset(now);
         }
         for shard in self.shards.iter() {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            shard.write().clear();
         }
     }
 }
