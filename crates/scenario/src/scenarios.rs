@@ -10,7 +10,7 @@
 //! Every failed expectation is collected; none stops the others. Only a router that cannot
 //! be reached (or answers the admin API wrongly) ends a scenario early, as an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -186,13 +186,17 @@ async fn snapshot(client: &RouterClient) -> Result<Snapshot, ClientError> {
     })
 }
 
-/// Whether every (or any) tenant's key of `provider` is in `state`.
+/// Whether every (or any) tenant's key of `provider` is in `state`, or (with `since_us`)
+/// has entered it at or after that router time. A state can be left again between two
+/// polls (with the outbox on, the drainer's probes close a half-open breaker within
+/// milliseconds), so a wait for it reads the transition journal as well as the states.
 async fn keys_in_state(
     client: &RouterClient,
     tenants: &[String],
     provider: &str,
     state: WaitUntil,
     any: bool,
+    since_us: Option<u64>,
 ) -> Result<bool, ClientError> {
     if state == WaitUntil::OutboxEmpty {
         let view = api::outbox(client).await?;
@@ -200,7 +204,19 @@ async fn keys_in_state(
     }
     let states = api::breaker_states(client, provider).await?;
     let wanted = state.as_str();
-    let is = |t: &String| states.get(t).map_or("closed", String::as_str) == wanted;
+    let entered: HashSet<String> = match since_us {
+        Some(since) => client
+            .transitions(since)
+            .await?
+            .into_iter()
+            .filter(|t| t.provider_id == provider && t.to == wanted)
+            .map(|t| t.tenant_id)
+            .collect(),
+        None => HashSet::new(),
+    };
+    let is = |t: &String| {
+        states.get(t).map_or("closed", String::as_str) == wanted || entered.contains(t)
+    };
     Ok(if any {
         tenants.iter().any(is)
     } else {
@@ -318,7 +334,7 @@ pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioRepor
             set.push(keys.provider(&f.provider));
         }
         if let Some(wait) = &phase.wait_before {
-            wait_for(ctx, &keys, phase, wait, "before", &mut report).await?;
+            wait_for(ctx, &keys, phase, wait, start_us, "before", &mut report).await?;
         }
         let load_started = clock.now();
         if phase.has_load() {
@@ -333,7 +349,7 @@ pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioRepor
                 tokio::spawn(async move {
                     while !stop.load(Ordering::SeqCst) {
                         if let Ok(true) =
-                            keys_in_state(&client, &tenants, &provider, state, false).await
+                            keys_in_state(&client, &tenants, &provider, state, false, None).await
                         {
                             stop.store(true, Ordering::SeqCst);
                         }
@@ -351,7 +367,7 @@ pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioRepor
         }
         load_time += clock.now().since(load_started);
         if let Some(wait) = &phase.wait_after {
-            wait_for(ctx, &keys, phase, wait, "after", &mut report).await?;
+            wait_for(ctx, &keys, phase, wait, start_us, "after", &mut report).await?;
         }
         set.sort();
         set.dedup();
@@ -454,7 +470,16 @@ pub async fn execute(spec: &ScenarioSpec, ctx: &Ctx<'_>) -> Result<ScenarioRepor
 
 async fn keys_all_drained(client: &RouterClient, keys: &Keys) -> Result<bool, ClientError> {
     for p in keys.provider_ids() {
-        if !keys_in_state(client, &keys.tenants, &p, WaitUntil::OutboxEmpty, false).await? {
+        if !keys_in_state(
+            client,
+            &keys.tenants,
+            &p,
+            WaitUntil::OutboxEmpty,
+            false,
+            None,
+        )
+        .await?
+        {
             return Ok(false);
         }
     }
@@ -482,12 +507,15 @@ fn load_spec(spec: &ScenarioSpec, phase: &PhaseSpec, ctx: &Ctx<'_>, keys: &Keys)
 }
 
 /// Waits as a phase asks; the outcome is a setup assertion (a wait that times out fails
-/// the scenario but the run goes on, so every other expectation is still reported).
+/// the scenario but the run goes on, so every other expectation is still reported). A
+/// breaker state counts as reached when the key is in it or entered it since the phase
+/// began (`since_us`, router time).
 async fn wait_for(
     ctx: &Ctx<'_>,
     keys: &Keys,
     phase: &PhaseSpec,
     wait: &WaitSpec,
+    since_us: u64,
     when: &str,
     report: &mut ScenarioReport,
 ) -> Result<(), ClientError> {
@@ -506,7 +534,16 @@ async fn wait_for(
     let started = clock.now();
     let mut reached = false;
     loop {
-        if keys_in_state(ctx.client, &keys.tenants, &provider, wait.until, wait.any).await? {
+        let in_state = keys_in_state(
+            ctx.client,
+            &keys.tenants,
+            &provider,
+            wait.until,
+            wait.any,
+            Some(since_us),
+        )
+        .await?;
+        if in_state {
             reached = true;
             break;
         }
