@@ -211,3 +211,82 @@ fn threads_creating_the_same_keys_at_once_share_one_breaker_per_key() {
         assert_eq!((stats.admitted, stats.successes), (4, 4), "{k}");
     }
 }
+
+/// Healthy traffic (fast successes, counted on the lock-free fast lane) from many threads,
+/// with a reader that keeps taking the lock (each read empties the lane) and the odd
+/// dropped permit: every success lands in the statistics and in the window exactly once.
+/// (Failures and slow calls close the lane; the equivalence property test covers them.)
+#[test]
+fn fast_successes_from_many_threads_are_counted_exactly_once() {
+    const THREADS: u64 = 6;
+    const OPS: u64 = 100_000;
+    // A window no call leaves during the test: its totals must equal what was reported.
+    let config = BreakerConfig {
+        window_seconds: 3600.0,
+        window_buckets: 10,
+        ..BreakerConfig::default()
+    };
+    let settings = config.validate(Duration::from_secs(2)).unwrap();
+    let registry = BreakerRegistry::new(settings, 1, 3, Chain::default());
+    let key = BreakerKey::new(
+        TenantId::try_new("t").unwrap(),
+        ProviderId::try_new("p").unwrap(),
+    );
+    let clock = ManualClock::default();
+    let total = Mutex::new(Tally::default());
+    let writing = AtomicU64::new(THREADS);
+    std::thread::scope(|s| {
+        // A reader that keeps taking the lock (each read empties the fast lane) while the
+        // writers count on it.
+        s.spawn(|| {
+            let handle = registry.handle(&key);
+            while writing.load(Ordering::Relaxed) > 0 {
+                let _ = handle.snapshot(clock.now());
+            }
+        });
+        for thread in 0..THREADS {
+            let (registry, key, clock, total, writing) =
+                (&registry, &key, &clock, &total, &writing);
+            s.spawn(move || {
+                let mut rng = SplitMix64::new(thread);
+                let mut tally = Tally::default();
+                let handle = registry.handle(key);
+                for _ in 0..OPS {
+                    // 1 hour / 10 buckets = 6 min per bucket; 20 µs per call: several
+                    // bucket changes over the test.
+                    clock.advance(Duration::from_micros(20));
+                    let permit = handle.acquire(clock.now()).unwrap();
+                    if rng.next_u64().is_multiple_of(2000) {
+                        drop(permit);
+                        tally.ignored += 1;
+                        continue;
+                    }
+                    tally.successes += 1;
+                    permit.record(Outcome::Success, clock.now());
+                }
+                let mut t = total.lock().unwrap();
+                t.successes += tally.successes;
+                t.failures += tally.failures;
+                t.ignored += tally.ignored;
+                writing.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    });
+    let total = total.into_inner().unwrap();
+    let snap = registry.handle(&key).snapshot(clock.now());
+    assert_eq!(snap.state, State::Closed);
+    assert_eq!(
+        (
+            snap.stats.successes,
+            snap.stats.failures,
+            snap.stats.ignored
+        ),
+        (total.successes, total.failures, total.ignored)
+    );
+    assert_eq!(snap.stats.admitted, THREADS * OPS);
+    assert_eq!(
+        u64::from(snap.window.calls),
+        total.successes,
+        "the window lost or invented a call"
+    );
+}

@@ -19,13 +19,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beamline_core::breaker::{
-    Admission, Breaker, BreakerConfig, BreakerSettings, RecordEffect, Rule, RuleSet, SlidingWindow,
-    State, Transition, TransitionReason,
+    Admission, Breaker, BreakerConfig, BreakerObserver, BreakerRegistry, BreakerSettings,
+    BreakerSnapshot, Permit, RecordEffect, Rule, RuleSet, SlidingWindow, State, Transition,
+    TransitionReason,
 };
 use beamline_core::retry::{RetryConfig, delay_before_retry};
 use beamline_core::rng::SplitMix64;
-use beamline_core::{FailureKind, Outcome, Timestamp};
+use beamline_core::{BreakerKey, FailureKind, Outcome, ProviderId, TenantId, Timestamp};
 use proptest::prelude::*;
+
+/// `cases` cases; failures are saved to (and replayed from) `proptest-regressions/properties.txt` in the crate,
+/// committed. (proptest's default location is derived from the source path, which it
+/// cannot resolve from a workspace member's directory.)
+fn persisted(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/properties.txt",
+            ),
+        )),
+        ..ProptestConfig::default()
+    }
+}
 
 const MS: u64 = 1_000_000;
 
@@ -53,7 +69,7 @@ fn win_op() -> impl Strategy<Value = WinOp> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(persisted(512))]
 
     #[test]
     fn window_counts_match_the_bucket_model_and_the_invariant(
@@ -541,7 +557,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(384))]
+    #![proptest_config(persisted(384))]
 
     #[test]
     fn breaker_matches_the_naive_model(
@@ -650,5 +666,125 @@ proptest! {
             let want = raw.min(u128::from(config.max_ms));
             prop_assert_eq!(d.as_millis(), want);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The registry's lock-free fast lane against the bare state machine.
+
+/// Collects a registry's transitions.
+#[derive(Default)]
+struct Journal(std::sync::Mutex<Vec<Transition>>);
+
+impl BreakerObserver for Journal {
+    fn on_transition(&self, _key: &BreakerKey, t: &Transition) {
+        self.0.lock().unwrap().push(*t);
+    }
+}
+
+/// What a read shows, less `stats.admitted`: the registry counts a lock-free admission
+/// when it reports, the bare machine when it is admitted.
+fn observable(mut s: BreakerSnapshot) -> BreakerSnapshot {
+    s.stats.admitted = 0;
+    s
+}
+
+proptest! {
+    #![proptest_config(persisted(256))]
+
+    /// Through the registry (lock-free acquires, fast successes counted on the fast lane)
+    /// a breaker decides, transitions and reports exactly as the bare machine does on the
+    /// same calls at the same times, one thread.
+    #[test]
+    fn the_registry_fast_lane_changes_nothing_observable(
+        config in config(),
+        // Healthy stretches (fast successes) arm the lane; everything else disarms it.
+        ops in prop::collection::vec(
+            prop_oneof![
+                3 => breaker_op(),
+                2 => (0u64..50).prop_map(|l| BreakerOp::Call(l, Reported::Success)),
+            ],
+            1..200,
+        ),
+    ) {
+        // The registry seeds each breaker's jitter from its key: no jitter, same timeouts.
+        let config = BreakerConfig { open_timeout_jitter: 0.0, ..config };
+        let settings = config.validate(Duration::from_secs(2)).unwrap();
+        let registry = BreakerRegistry::new(settings.clone(), 1, 0, Journal::default());
+        let key = BreakerKey::new(TenantId::try_new("t").unwrap(), ProviderId::try_new("p").unwrap());
+        let handle = registry.handle(&key);
+        let mut bare = Breaker::new(Arc::new(settings), Timestamp::ZERO, 0);
+        let mut bare_ts = Vec::new();
+        // Outcomes due: (time, order, registry permit, bare admission, outcome).
+        let mut due: Vec<(u64, usize, Permit<'_, '_, Journal>, Admission, Outcome)> = Vec::new();
+        let mut never = Vec::new();
+        let mut now = 0u64;
+        for (order, op) in ops.iter().enumerate() {
+            let target = match op {
+                BreakerOp::Advance(ms) => now + ms * MS,
+                _ => now,
+            };
+            due.sort_by_key(|d| (d.0, d.1));
+            while due.first().is_some_and(|d| d.0 <= target) {
+                let (at, _, permit, admission, outcome) = due.remove(0);
+                let at = Timestamp::from_nanos(at);
+                let fast = permit.record(outcome, at);
+                let slow = bare.record(admission, outcome, at, &mut |t| bare_ts.push(t));
+                prop_assert_eq!(fast, slow, "record at {:?}", at);
+            }
+            now = target;
+            let t = Timestamp::from_nanos(now);
+            match op {
+                BreakerOp::Advance(_) => {}
+                BreakerOp::Call(latency, reported) => {
+                    let fast = handle.acquire(t);
+                    let slow = bare.acquire(t, &mut |x| bare_ts.push(x));
+                    prop_assert_eq!(fast.is_ok(), slow.is_ok(), "acquire at {} ms", now / MS);
+                    if let (Ok(permit), Ok(admission)) = (fast, slow) {
+                        prop_assert_eq!(permit.is_probe(), admission.is_probe());
+                        let outcome = match reported {
+                            Reported::Success => Outcome::Success,
+                            Reported::Failure => Outcome::Failure(FailureKind::BrokerError),
+                            Reported::Timeout => Outcome::Failure(FailureKind::Timeout),
+                            Reported::Ignored => Outcome::Ignored,
+                            Reported::Never => {
+                                never.push(permit);
+                                continue;
+                            }
+                        };
+                        due.push((now + latency * MS, order, permit, admission, outcome));
+                    }
+                }
+                BreakerOp::Read => {
+                    let fast = observable(handle.snapshot(t));
+                    let slow = observable(bare.snapshot(t, &mut |x| bare_ts.push(x)));
+                    prop_assert_eq!(fast, slow, "read at {} ms", now / MS);
+                }
+                BreakerOp::ForceOpen => {
+                    handle.force_open(t);
+                    bare.force_open(t, &mut |x| bare_ts.push(x));
+                }
+                BreakerOp::ForceClosed => {
+                    handle.force_closed(t);
+                    bare.force_closed(t, &mut |x| bare_ts.push(x));
+                }
+                BreakerOp::Release => {
+                    handle.release(t);
+                    bare.release(t, &mut |x| bare_ts.push(x));
+                }
+                BreakerOp::Reset => {
+                    handle.reset(t);
+                    bare.reset(t, &mut |x| bare_ts.push(x));
+                }
+            }
+        }
+        let t = Timestamp::from_nanos(now);
+        prop_assert_eq!(
+            observable(handle.snapshot(t)),
+            observable(bare.snapshot(t, &mut |x| bare_ts.push(x)))
+        );
+        let fast_ts = registry.observer().0.lock().unwrap().clone();
+        prop_assert_eq!(fast_ts, bare_ts);
+        drop(never);
     }
 }

@@ -6,6 +6,21 @@ use beamline_core::breaker::State;
 use beamline_core::replay::{self, Decision, Limits, Millis, OutputLine, ReplayConfig, TraceError};
 use proptest::prelude::*;
 
+/// `cases` cases; failures are saved to (and replayed from) `proptest-regressions/replay.txt` in the crate,
+/// committed. (proptest's default location is derived from the source path, which it
+/// cannot resolve from a workspace member's directory.)
+fn persisted(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/replay.txt",
+            ),
+        )),
+        ..ProptestConfig::default()
+    }
+}
+
 const EXACT: &str = r#"{"config":{"breaker":{"failure_threshold":2,"open_timeout_ms":100,"open_timeout_max_ms":100,"open_timeout_jitter":0,"half_open_max_calls":1,"success_threshold":1,"probe_lease_ms":50}}}"#;
 
 fn run(body: &str) -> replay::ReplayOutput {
@@ -191,7 +206,7 @@ fn fragment() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(persisted(256))]
 
     /// Any input gives output or an error; never a panic.
     #[test]

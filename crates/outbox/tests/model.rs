@@ -10,6 +10,19 @@ use beamline_outbox::{NewMessage, Outbox, OutboxError};
 use bytes::Bytes;
 use proptest::prelude::*;
 
+/// `cases` cases; failures are saved to (and replayed from) `proptest-regressions/model.txt` in the crate,
+/// committed. (proptest's default location is derived from the source path, which it
+/// cannot resolve from a workspace member's directory.)
+fn persisted(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct("proptest-regressions/model.txt"),
+        )),
+        ..ProptestConfig::default()
+    }
+}
+
 const CAPACITY: usize = 8;
 
 #[derive(Clone, Debug)]
@@ -33,7 +46,7 @@ fn key(k: u8) -> BreakerKey {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(persisted(12))]
 
     #[test]
     fn outbox_matches_a_fifo_model_across_crashes(steps in proptest::collection::vec(step(), 1..30)) {

@@ -324,6 +324,33 @@ impl Admission {
     }
 }
 
+/// The span and generation in which the registry may count successes lock-free: a
+/// success of an admission of `generation`, reported in `[from, until)` with a latency of
+/// at most `slow_above` nanoseconds (see [`Breaker::fast_lane`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FastLane {
+    pub generation: u64,
+    pub from: u64,
+    pub until: u64,
+    pub slow_above: u64,
+}
+
+impl Admission {
+    /// Whether a success of this admission, reported at `now`, may go through `lane`: a
+    /// lock-free call of the lane's generation (whose `admitted` count is taken when it
+    /// reports), reported inside the lane, not slow.
+    #[inline]
+    pub(crate) fn fits_fast_lane(&self, lane: &FastLane, now: Timestamp) -> bool {
+        let now = now.as_nanos();
+        self.role == Role::Call
+            && !self.counted
+            && self.generation == lane.generation
+            && lane.from <= now
+            && now < lane.until
+            && now.saturating_sub(self.started.as_nanos()) <= lane.slow_above
+    }
+}
+
 /// A call refused by the breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejection {
@@ -559,6 +586,44 @@ impl Breaker {
             _ => gate::SLOW,
         };
         (self.generation << 2) | kind
+    }
+
+    /// Where the registry may count fast successes without the lock (its *fast lane*), if
+    /// anywhere: in closed state (not held open, not disabled) while the window holds no
+    /// failure and no slow call, a success that is not slow cannot make any rule hold, so
+    /// it only needs counting. The lane is the head bucket of this generation; successes
+    /// counted there are handed back through [`Breaker::absorb_fast_successes`] before the
+    /// breaker next changes.
+    pub(crate) fn fast_lane(&self) -> Option<FastLane> {
+        let totals = self.window.totals();
+        let closed = self.state == State::Closed
+            && self.forced != Some(Forced::Open)
+            && self.mode() != BreakerMode::Disabled;
+        if !closed || totals.failures > 0 || totals.slow > 0 || self.window.run_failures() > 0 {
+            return None;
+        }
+        let (from, until) = self.window.head_span();
+        Some(FastLane {
+            generation: self.generation,
+            from,
+            until,
+            slow_above: self.settings.latency_threshold_nanos,
+        })
+    }
+
+    /// Counts `n` successes reported through `lane` (see [`Breaker::fast_lane`]) exactly as
+    /// `n` calls of [`Breaker::record`] with `Outcome::Success` inside the lane would have.
+    pub(crate) fn absorb_fast_successes(&mut self, lane: FastLane, n: u32) {
+        let n64 = u64::from(n);
+        self.stats.admitted += n64;
+        self.stats.successes += n64;
+        if lane.generation != self.generation || self.state != State::Closed {
+            // Unreachable while the registry flushes before every change; stale if not.
+            self.stats.stale += n64;
+            return;
+        }
+        self.last_used = self.last_used.max(Timestamp::from_nanos(lane.from));
+        self.window.record_successes(lane.from, n);
     }
 
     /// The admission `gate` grants without the lock, if any.

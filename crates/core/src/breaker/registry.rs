@@ -17,14 +17,30 @@
 //! whether the next acquire needs a decision, and the generation to stamp on the permit.
 //! An acquire that races with an opening is ordered before it: its permit carries the old
 //! generation and its outcome is stale, exactly as if it had taken the lock first. Such a
-//! call counts in `stats.admitted` when it reports. Recording an outcome always takes the
-//! lock (the window and the rules need it).
+//! call counts in `stats.admitted` when it reports. Recording an outcome takes the lock
+//! unless it goes through the fast lane.
+//!
+//! # The fast lane
+//! Nearly every outcome a healthy breaker sees is a fast success, and a fast success
+//! cannot open a breaker whose window holds no failure and no slow call: it only needs
+//! counting. So while that holds, every holder of the lock *arms* the breaker's fast lane
+//! before releasing it (the head bucket's span and the generation, see
+//! [`Breaker::fast_lane`]), and a success reported inside it is counted with one
+//! compare-and-swap on the lane's word, no lock. Every holder of the lock first takes the
+//! lane's count and hands it to the breaker ([`Breaker::absorb_fast_successes`]), so
+//! whatever happens under the lock (an outcome, a read, an admin action) sees every
+//! success counted before it, exactly as if each had taken the lock itself. The word
+//! carries an arming sequence number with the count, so a success can only be counted
+//! into the arming whose span and generation it was checked against. Anything else (a
+//! failure, a slow call, a probe, a success past the head bucket, a breaker with failures
+//! in its window) takes the lock. One difference: idle time (for eviction) counts from
+//! the start of the bucket of the last fast success, not from the success itself.
 //!
 //! Idle eviction ([`BreakerRegistry::evict_idle`]) drops closed, unforced breakers that
 //! nobody holds and that saw no call for the idle period.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use hashbrown::DefaultHashBuilder;
@@ -33,7 +49,7 @@ use std::hash::BuildHasher;
 
 use super::config::BreakerSettings;
 use super::machine::{
-    Admission, Breaker, BreakerSnapshot, RecordEffect, Rejection, State, Transition,
+    Admission, Breaker, BreakerSnapshot, FastLane, RecordEffect, Rejection, State, Transition,
 };
 use crate::keys::BreakerKey;
 use crate::outcome::Outcome;
@@ -57,23 +73,141 @@ impl BreakerObserver for NoopObserver {
     fn on_transition(&self, _key: &BreakerKey, _transition: &Transition) {}
 }
 
+/// Bits of a [`FastLaneCell`] word that count successes; the rest is the arming number.
+const LANE_COUNT_BITS: u32 = 24;
+const LANE_COUNT_MASK: u64 = (1 << LANE_COUNT_BITS) - 1;
+
+/// A breaker's fast lane (see the module doc), shared lock-free. The span, generation and
+/// latency bound are written by the lock holder only while the lane is disarmed (word 0),
+/// then published by storing the word; a success checked against them counts only if the
+/// word still names that arming.
+#[derive(Debug, Default)]
+struct FastLaneCell {
+    /// `arming << LANE_COUNT_BITS | successes`; 0 while disarmed. Arming numbers start at
+    /// 1 and wrap within their 40 bits, skipping 0.
+    word: AtomicU64,
+    generation: AtomicU64,
+    from: AtomicU64,
+    until: AtomicU64,
+    slow_above: AtomicU64,
+}
+
+impl FastLaneCell {
+    /// Counts one success of `admission` at `now`, if the lane takes it.
+    #[inline]
+    fn try_count(&self, admission: &Admission, now: Timestamp) -> bool {
+        let mut word = self.word.load(Ordering::Acquire);
+        if word == 0 {
+            return false;
+        }
+        let lane = self.lane();
+        if !admission.fits_fast_lane(&lane, now) {
+            return false;
+        }
+        loop {
+            if word & LANE_COUNT_MASK == LANE_COUNT_MASK {
+                return false; // full: the lock holder empties it
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                word + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                // Another success counted meanwhile: same arming, try again.
+                Err(now_word) if now_word >> LANE_COUNT_BITS == word >> LANE_COUNT_BITS => {
+                    word = now_word;
+                }
+                Err(_) => return false, // emptied or re-armed: the checks no longer hold
+            }
+        }
+    }
+
+    fn lane(&self) -> FastLane {
+        FastLane {
+            generation: self.generation.load(Ordering::Relaxed),
+            from: self.from.load(Ordering::Relaxed),
+            until: self.until.load(Ordering::Relaxed),
+            slow_above: self.slow_above.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Disarms the lane and hands its successes to `breaker` (lock held).
+    fn drain_into(&self, breaker: &mut Breaker) {
+        if self.word.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let word = self.word.swap(0, Ordering::AcqRel);
+        let n = (word & LANE_COUNT_MASK) as u32; // 24 bits
+        if n > 0 {
+            breaker.absorb_fast_successes(self.lane(), n);
+        }
+    }
+
+    /// Arms the lane for `breaker`'s current state, if it has one (lock held, lane empty).
+    fn arm(&self, breaker: &Breaker, armings: &mut u64) {
+        if let Some(lane) = breaker.fast_lane() {
+            self.generation.store(lane.generation, Ordering::Relaxed);
+            self.from.store(lane.from, Ordering::Relaxed);
+            self.until.store(lane.until, Ordering::Relaxed);
+            self.slow_above.store(lane.slow_above, Ordering::Relaxed);
+            *armings = (*armings % ((1 << (64 - LANE_COUNT_BITS)) - 1)) + 1;
+            self.word
+                .store(*armings << LANE_COUNT_BITS, Ordering::Release);
+        }
+    }
+}
+
 /// A breaker and its key, as stored in the registry.
 #[derive(Debug)]
-#[repr(C)] // key, gate and lock first: a lookup and an acquire touch one cache line
+#[repr(C)] // key, gate, lane and lock first: a lookup, an acquire and a fast success touch
+// the first cache lines only
 pub struct BreakerCell {
     key: BreakerKey,
     /// [`Breaker::gate`] as of the last release of `breaker`'s lock.
     gate: AtomicU64,
-    breaker: Mutex<Breaker>,
+    lane: FastLaneCell,
+    breaker: Mutex<Locked>,
+}
+
+/// What the cell's lock guards: the breaker, and the lane's arming counter.
+#[derive(Debug)]
+struct Locked {
+    breaker: Breaker,
+    armings: u64,
 }
 
 impl BreakerCell {
-    fn lock(&self) -> MutexGuard<'_, Breaker> {
+    fn new(key: BreakerKey, breaker: Breaker) -> Self {
+        let cell = BreakerCell {
+            key,
+            gate: AtomicU64::new(breaker.gate()),
+            lane: FastLaneCell::default(),
+            breaker: Mutex::new(Locked {
+                breaker,
+                armings: 0,
+            }),
+        };
+        cell.with(|_| ());
+        cell
+    }
+
+    /// Runs `f` on the breaker under its lock, with every fast success counted first; then
+    /// publishes the gate and re-arms the lane for whatever state `f` left.
+    fn with<T>(&self, f: impl FnOnce(&mut Breaker) -> T) -> T {
         // A panic while holding the lock cannot leave a breaker half-updated in a way that
         // matters more than losing the key's protection, so poisoning is ignored.
-        self.breaker
+        let mut guard = self
+            .breaker
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let locked = &mut *guard;
+        self.lane.drain_into(&mut locked.breaker);
+        let result = f(&mut locked.breaker);
+        self.gate.store(locked.breaker.gate(), Ordering::Release);
+        self.lane.arm(&locked.breaker, &mut locked.armings);
+        result
     }
 }
 
@@ -167,11 +301,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
                     None => {
                         let now = Timestamp::ZERO;
                         let breaker = Breaker::new(Arc::clone(settings), now, self.seed ^ hash);
-                        let cell = Arc::new(BreakerCell {
-                            key: key.clone(),
-                            gate: AtomicU64::new(breaker.gate()),
-                            breaker: Mutex::new(breaker),
-                        });
+                        let cell = Arc::new(BreakerCell::new(key.clone(), breaker));
                         let hasher = &self.hasher;
                         table.insert_unique(hash, Arc::clone(&cell), |c| {
                             hasher.hash_one((c.key.tenant.as_str(), c.key.provider.as_str()))
@@ -246,7 +376,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         for shard in self.shards.iter() {
             let mut shard = shard.write();
             shard.retain(|cell| {
-                let keep = Arc::strong_count(cell) > 1 || !cell.lock().is_evictable(now, idle);
+                let keep = Arc::strong_count(cell) > 1 || !cell.with(|b| b.is_evictable(now, idle));
                 evicted += usize::from(!keep);
                 keep
             });
@@ -281,11 +411,8 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
     fn with<T>(&self, f: impl FnOnce(&mut Breaker, &mut dyn FnMut(Transition)) -> T) -> T {
         let observer = &self.registry.observer;
         let key = &self.cell.key;
-        let mut breaker = self.cell.lock();
         let mut on = |t: Transition| observer.on_transition(key, &t);
-        let result = f(&mut breaker, &mut on);
-        self.cell.gate.store(breaker.gate(), Ordering::Release);
-        result
+        self.cell.with(|breaker| f(breaker, &mut on))
     }
 
     /// Asks to make one call at `now`.
@@ -324,7 +451,7 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
 
     /// The breaker's settings.
     pub fn settings(&self) -> Arc<BreakerSettings> {
-        Arc::clone(self.cell.lock().settings())
+        self.cell.with(|b| Arc::clone(b.settings()))
     }
 
     /// Holds the breaker open until released.
@@ -348,7 +475,11 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
     }
 
     fn record(&self, admission: Admission, outcome: Outcome, now: Timestamp) -> RecordEffect {
-        let effect = self.with(|b, on| b.record(admission, outcome, now, &mut |t| on(t)));
+        let effect = if outcome == Outcome::Success && self.cell.lane.try_count(&admission, now) {
+            RecordEffect::Counted
+        } else {
+            self.with(|b, on| b.record(admission, outcome, now, &mut |t| on(t)))
+        };
         self.registry
             .observer
             .on_outcome(&self.cell.key, outcome, effect);

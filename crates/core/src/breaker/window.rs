@@ -217,6 +217,39 @@ impl SlidingWindow {
     /// Records one completed call at `now_nanos`. A success ends the failure run; a failure
     /// extends it.
     pub fn record(&mut self, now_nanos: u64, failure: bool, slow: bool) {
+        self.insert(
+            now_nanos,
+            WindowCounts {
+                calls: 1,
+                failures: u32::from(failure),
+                slow: u32::from(slow),
+            },
+        );
+    }
+
+    /// Records `n` fast successes (not slow) at `now_nanos`: the same as `n` calls of
+    /// `record(now_nanos, false, false)`.
+    pub fn record_successes(&mut self, now_nanos: u64, n: u32) {
+        if n > 0 {
+            self.insert(
+                now_nanos,
+                WindowCounts {
+                    calls: n,
+                    failures: 0,
+                    slow: 0,
+                },
+            );
+        }
+    }
+
+    /// The span `[start, end)` of the newest bucket, as of the last advance.
+    pub fn head_span(&self) -> (u64, u64) {
+        (self.head_start, self.head_end)
+    }
+
+    /// Adds `event` (one failure, or successes only) at `now_nanos`.
+    fn insert(&mut self, now_nanos: u64, event: WindowCounts) {
+        let failure = event.failures > 0;
         self.advance(now_nanos);
         if !failure {
             self.end_run();
@@ -241,11 +274,6 @@ impl SlidingWindow {
             );
             self.forget(old);
         }
-        let event = WindowCounts {
-            calls: 1,
-            failures: u32::from(failure),
-            slow: u32::from(slow),
-        };
         let run_id = self.run_id;
         let bucket = &mut self.buckets[i];
         bucket.counts.add(event);
@@ -254,8 +282,8 @@ impl SlidingWindow {
                 bucket.run_id = run_id;
                 bucket.run_failures = 0;
             }
-            bucket.run_failures = bucket.run_failures.saturating_add(1);
-            self.run_total = self.run_total.saturating_add(1);
+            bucket.run_failures = bucket.run_failures.saturating_add(event.failures);
+            self.run_total = self.run_total.saturating_add(event.failures);
         }
         self.totals.add(event);
     }
