@@ -1,8 +1,9 @@
 //! The embedded broker: an in-process stand-in for NATS JetStream.
 //!
 //! It keeps the contract the router relies on: one stream for every provider subject, a
-//! sequence number per stored message, and de-duplication by message id (a repeated id is
-//! acknowledged with `duplicate = true` and the original sequence, never stored twice).
+//! sequence number per stored message, and de-duplication by delivery id
+//! ([`OutgoingMessage::delivery_id`], JetStream's `Nats-Msg-Id`): a repeated id is
+//! acknowledged with `duplicate = true` and the original sequence, never stored twice.
 //! It is bounded: past `max_messages` it refuses with [`ErrorKind::StreamFull`], like a
 //! JetStream stream with `discard: new`. The read-back API ([`EmbeddedBroker::messages`],
 //! [`EmbeddedBroker::count_by_id`]) is what tests and the scenario runner check delivery
@@ -11,8 +12,9 @@
 //! Opened with a file ([`EmbeddedBroker::open`]), it is durable: a publish is acknowledged
 //! only once its record is committed with fsync (group-committed, `beamline_store`), and
 //! the stream is reloaded on restart, so "acknowledged means stored" holds across a crash
-//! of the router that embeds it. While a message id's write is in flight, a second publish
-//! of the same id waits for it, so an id is never acknowledged twice nor stored twice.
+//! of the router that embeds it. While a delivery id's write is in flight, a second
+//! publish of the same id waits for it, so an id is never acknowledged twice nor stored
+//! twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -24,6 +26,8 @@ use beamline_store::RecordLog;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+use beamline_core::message::delivery_id;
 
 use crate::{OutgoingMessage, PublishAck, PublishError, Publisher, subject_for};
 
@@ -39,8 +43,10 @@ pub struct StoredMessage {
     pub subject: String,
     /// The tenant.
     pub tenant_id: String,
-    /// The message id.
+    /// The client's message id.
     pub message_id: String,
+    /// The id it was de-duplicated on.
+    pub delivery_id: String,
     /// The payload.
     #[serde(skip)]
     pub payload: Bytes,
@@ -63,6 +69,7 @@ enum IdState {
 #[derive(Debug, Default)]
 struct Stream {
     messages: BTreeMap<u64, StoredMessage>,
+    /// By delivery id.
     by_id: HashMap<String, IdState>,
     writing: usize,
     next_seq: u64,
@@ -101,17 +108,19 @@ impl EmbeddedBroker {
         for (sequence, bytes) in existing {
             let r: Record = serde_json::from_slice(&bytes)
                 .map_err(|e| OpenError(format!("record {sequence}: {e}")))?;
-            if stream.by_id.contains_key(&r.message_id) {
+            let delivery_id = delivery_id(&r.tenant_id, &r.message_id, &r.payload);
+            if stream.by_id.contains_key(&delivery_id) {
                 continue; // a cancelled write that committed after all: the first one counts
             }
             stream
                 .by_id
-                .insert(r.message_id.clone(), IdState::Stored(sequence));
+                .insert(delivery_id.clone(), IdState::Stored(sequence));
             let m = StoredMessage {
                 sequence,
                 subject: r.subject,
                 tenant_id: r.tenant_id,
                 message_id: r.message_id,
+                delivery_id,
                 payload: Bytes::from(r.payload),
             };
             stream.messages.insert(sequence, m);
@@ -138,7 +147,8 @@ impl EmbeddedBroker {
             .collect()
     }
 
-    /// How many stored messages carry `message_id` (0 or 1: de-duplication at work).
+    /// How many stored messages carry the client id `message_id` (for one tenant's unique
+    /// ids: 0 or 1, de-duplication at work).
     pub fn count_by_id(&self, message_id: &str) -> usize {
         self.lock()
             .messages
@@ -203,7 +213,7 @@ impl EmbeddedBroker {
 /// Waiters are woken either way.
 struct Pending<'a> {
     broker: &'a EmbeddedBroker,
-    message_id: &'a str,
+    delivery_id: &'a str,
     notify: Arc<Notify>,
     settled: bool,
 }
@@ -213,7 +223,7 @@ impl Drop for Pending<'_> {
         if !self.settled {
             let mut stream = self.broker.lock();
             stream.writing -= 1;
-            stream.by_id.remove(self.message_id);
+            stream.by_id.remove(self.delivery_id);
         }
         self.notify.notify_waiters();
     }
@@ -222,10 +232,11 @@ impl Drop for Pending<'_> {
 #[async_trait]
 impl Publisher for EmbeddedBroker {
     async fn publish(&self, message: &OutgoingMessage) -> Result<PublishAck, PublishError> {
+        let delivery_id = message.delivery_id();
         let notify = loop {
-            let wait = {
+            let notified = {
                 let mut stream = self.lock();
-                match stream.by_id.get(&message.message_id) {
+                match stream.by_id.get(&delivery_id) {
                     Some(IdState::Stored(sequence)) => {
                         return Ok(PublishAck {
                             stream: EMBEDDED_STREAM.into(),
@@ -233,7 +244,8 @@ impl Publisher for EmbeddedBroker {
                             duplicate: true,
                         });
                     }
-                    Some(IdState::Writing(notify)) => Arc::clone(notify),
+                    // Registered under the lock: the writer's wake-up cannot be missed.
+                    Some(IdState::Writing(notify)) => Arc::clone(notify).notified_owned(),
                     None => {
                         if stream.messages.len() + stream.writing >= self.max_messages {
                             return Err(PublishError::new(
@@ -242,22 +254,19 @@ impl Publisher for EmbeddedBroker {
                             ));
                         }
                         let notify = Arc::new(Notify::new());
-                        stream.by_id.insert(
-                            message.message_id.clone(),
-                            IdState::Writing(Arc::clone(&notify)),
-                        );
+                        stream
+                            .by_id
+                            .insert(delivery_id.clone(), IdState::Writing(Arc::clone(&notify)));
                         stream.writing += 1;
                         break notify;
                     }
                 }
             };
-            // Registered before the lock was released: a wake-up cannot be missed.
-            let notified = wait.notified();
             notified.await;
         };
         let mut pending = Pending {
             broker: self,
-            message_id: &message.message_id,
+            delivery_id: &delivery_id,
             notify,
             settled: false,
         };
@@ -269,7 +278,7 @@ impl Publisher for EmbeddedBroker {
             Ok(sequence) => {
                 stream
                     .by_id
-                    .insert(message.message_id.clone(), IdState::Stored(sequence));
+                    .insert(delivery_id.clone(), IdState::Stored(sequence));
                 stream.messages.insert(
                     sequence,
                     StoredMessage {
@@ -277,6 +286,7 @@ impl Publisher for EmbeddedBroker {
                         subject: subject_for(&message.provider),
                         tenant_id: message.tenant.to_string(),
                         message_id: message.message_id.clone(),
+                        delivery_id: delivery_id.clone(),
                         payload: message.payload.clone(),
                     },
                 );
@@ -287,7 +297,7 @@ impl Publisher for EmbeddedBroker {
                 })
             }
             Err(e) => {
-                stream.by_id.remove(&message.message_id);
+                stream.by_id.remove(&delivery_id);
                 Err(e)
             }
         }

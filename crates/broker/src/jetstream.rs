@@ -2,10 +2,12 @@
 //!
 //! On connect it creates the stream for `beamline.provider.>` if it is missing, or checks
 //! that the existing one covers that subject. Each publish goes to
-//! `beamline.provider.<provider_id>` with `Nats-Msg-Id` set to the message id, so a retry
-//! (or a redelivery from the outbox, or from another router instance) of a message the
-//! broker already stored is acknowledged as a duplicate and stored once, inside the
-//! stream's duplicate window. Many publishes may be in flight at once: async-nats
+//! `beamline.provider.<provider_id>` with `Nats-Msg-Id` set to the message's delivery id
+//! (tenant, message id and payload fingerprint: [`OutgoingMessage::delivery_id`]), so a
+//! retry (or a redelivery from the outbox, or from another router instance) of a message
+//! the broker already stored is acknowledged as a duplicate and stored once, inside the
+//! stream's duplicate window. `Beamline-Tenant-Id` and `Beamline-Message-Id` carry the
+//! tenant and the client's message id for consumers. Many publishes may be in flight at once: async-nats
 //! pipelines them over one connection, bounded by `max_ack_inflight`.
 //!
 //! The connection reconnects by itself, quickly (delays capped at 100 ms instead of the
@@ -22,7 +24,10 @@ use async_trait::async_trait;
 use beamline_core::ErrorKind;
 use serde::{Deserialize, Serialize};
 
-use crate::{OutgoingMessage, PublishAck, PublishError, Publisher, SUBJECT_PREFIX, subject_for};
+use crate::{
+    DELIVERY_ID_HEADER, MESSAGE_ID_HEADER, OutgoingMessage, PublishAck, PublishError, Publisher,
+    SUBJECT_PREFIX, TENANT_ID_HEADER, subject_for,
+};
 
 /// JetStream error code: the stream could not store the message (full, limits).
 const STREAM_STORE_FAILED: u64 = 10077;
@@ -105,8 +110,12 @@ pub struct ReadBack {
     pub sequence: u64,
     /// Subject.
     pub subject: String,
-    /// The `Nats-Msg-Id` header.
+    /// The `Beamline-Tenant-Id` header.
+    pub tenant_id: String,
+    /// The `Beamline-Message-Id` header: the client's message id.
     pub message_id: String,
+    /// The `Nats-Msg-Id` header: the delivery id.
+    pub delivery_id: String,
 }
 
 /// Publishes to NATS JetStream.
@@ -203,15 +212,19 @@ impl JetStreamPublisher {
             if subject.is_some_and(|s| s != subject_of) {
                 continue;
             }
-            let message_id = message
-                .headers
-                .get("Nats-Msg-Id")
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
+            let header = |name: &str| {
+                message
+                    .headers
+                    .get(name)
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default()
+            };
             out.push(ReadBack {
                 sequence,
                 subject: subject_of,
-                message_id,
+                tenant_id: header(TENANT_ID_HEADER),
+                message_id: header(MESSAGE_ID_HEADER),
+                delivery_id: header(DELIVERY_ID_HEADER),
             });
         }
         Ok(out)
@@ -252,7 +265,9 @@ impl Publisher for JetStreamPublisher {
     async fn publish(&self, message: &OutgoingMessage) -> Result<PublishAck, PublishError> {
         let publish = jetstream::message::PublishMessage::build()
             .payload(message.payload.clone())
-            .message_id(&message.message_id);
+            .message_id(message.delivery_id())
+            .header(TENANT_ID_HEADER, message.tenant.as_str())
+            .header(MESSAGE_ID_HEADER, message.message_id.as_str());
         let to_error =
             |e: jetstream::context::PublishError| PublishError::new(classify(&e), e.to_string());
         let ack_future = self

@@ -1,9 +1,9 @@
 //! Broker adapters behind one [`Publisher`] trait.
 //!
 //! - [`jetstream::JetStreamPublisher`]: NATS JetStream through async-nats; every publish
-//!   carries `Nats-Msg-Id` and waits for the stream's ack.
+//!   carries its delivery id as `Nats-Msg-Id` and waits for the stream's ack.
 //! - [`embedded::EmbeddedBroker`]: an in-process broker with the same contract
-//!   (per-provider subjects, sequence numbers, de-duplication by message id) so the router
+//!   (per-provider subjects, sequence numbers, de-duplication by delivery id) so the router
 //!   runs with no setup; it also offers the read-back API tests and scenarios check.
 //! - [`faults::FaultInjector`]: wraps any publisher and injects errors, hangs, delays and
 //!   dropped connections at runtime; it also counts every attempt that reaches the broker.
@@ -30,6 +30,13 @@ pub fn subject_for(provider: &ProviderId) -> String {
     format!("{SUBJECT_PREFIX}.{provider}")
 }
 
+/// The header the broker de-duplicates on: [`OutgoingMessage::delivery_id`].
+pub const DELIVERY_ID_HEADER: &str = "Nats-Msg-Id";
+/// The header carrying the sending tenant's id.
+pub const TENANT_ID_HEADER: &str = "Beamline-Tenant-Id";
+/// The header carrying the client's message id.
+pub const MESSAGE_ID_HEADER: &str = "Beamline-Message-Id";
+
 /// One message on its way to a provider.
 #[derive(Clone, Debug)]
 pub struct OutgoingMessage {
@@ -37,10 +44,19 @@ pub struct OutgoingMessage {
     pub tenant: TenantId,
     /// Its provider.
     pub provider: ProviderId,
-    /// Its id, sent as `Nats-Msg-Id` so redeliveries are de-duplicated.
+    /// The client's id for it (sent as [`MESSAGE_ID_HEADER`]).
     pub message_id: String,
     /// The payload bytes (JSON as received).
     pub payload: Bytes,
+}
+
+impl OutgoingMessage {
+    /// The id redeliveries are de-duplicated on ([`DELIVERY_ID_HEADER`]): the same for
+    /// every retry of this message, through any provider or router instance, and different
+    /// for another tenant's or another payload's (see [`beamline_core::message`]).
+    pub fn delivery_id(&self) -> String {
+        beamline_core::message::delivery_id(self.tenant.as_str(), &self.message_id, &self.payload)
+    }
 }
 
 /// The broker's acknowledgement.

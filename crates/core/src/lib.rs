@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod keys;
+pub mod message;
 pub mod outcome;
 pub mod policy;
 pub mod replay;

@@ -369,6 +369,9 @@ pub fn decide(
     admits: impl Fn(&ProviderId) -> bool,
     random: u64,
 ) -> Decision {
+    // A session pinned to a provider this policy no longer names (the policy changed) is
+    // not honoured.
+    let sticky = sticky.filter(|p| policy.knows(p));
     let intended = match explicit {
         Some(p) if admits(p) => {
             return Decision {
@@ -488,6 +491,15 @@ mod tests {
             (rerouted.provider.as_str(), rerouted.reason),
             ("c", RouteReason::Fallback)
         );
+    }
+
+    #[test]
+    fn a_session_pinned_to_a_provider_the_policy_no_longer_names_is_not_honoured() {
+        let pol = two_with_fallback();
+        let gone = p("removed");
+        let d = decide(&pol, None, Some(&gone), |_| true, 0);
+        assert_ne!(d.provider, gone);
+        assert_eq!(d.reason, RouteReason::Weighted);
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   the broker de-duplicates by message id.
 //! - **Bounded**: at `capacity` messages, appends fail with [`OutboxError::Full`] (the
 //!   router answers 503): nothing is ever dropped silently.
+//! - **Idempotent**: appending a message identical to one still waiting (same tenant,
+//!   message id and payload: the same delivery id, [`beamline_core::message`]) stores
+//!   nothing and returns the waiting one's sequence number, even when the outbox is full:
+//!   a client retrying a queued message is told it is queued, and takes no second slot.
+//!   (Two identical appends racing may both be stored; the broker de-duplicates them.)
 //! - **Survives restarts**: [`Outbox::open`] rebuilds the in-memory index from the file.
 //!
 //! The outbox takes wall-clock times (`now_unix_ms`) from its caller: ages must survive a
@@ -137,28 +142,44 @@ pub struct KeyBacklog {
 #[derive(Debug, Default)]
 struct Index {
     queues: HashMap<BreakerKey, BTreeMap<u64, u64>>,
-    keys_by_seq: BTreeMap<u64, BreakerKey>,
+    by_seq: BTreeMap<u64, (BreakerKey, String)>,
+    /// Delivery id → sequence number of the waiting message.
+    by_delivery_id: HashMap<String, u64>,
 }
 
 impl Index {
-    fn insert(&mut self, seq: u64, key: BreakerKey, enqueued: u64) {
+    fn insert(&mut self, seq: u64, m: &NewMessage) {
+        let key = BreakerKey::new(m.tenant.clone(), m.provider.clone());
+        let delivery_id = m.delivery_id();
         self.queues
             .entry(key.clone())
             .or_default()
-            .insert(seq, enqueued);
-        self.keys_by_seq.insert(seq, key);
+            .insert(seq, m.enqueued_unix_ms);
+        self.by_delivery_id
+            .entry(delivery_id.clone())
+            .or_insert(seq);
+        self.by_seq.insert(seq, (key, delivery_id));
     }
 
     fn remove(&mut self, seq: u64) {
-        let Some(key) = self.keys_by_seq.remove(&seq) else {
+        let Some((key, delivery_id)) = self.by_seq.remove(&seq) else {
             return;
         };
+        if self.by_delivery_id.get(&delivery_id) == Some(&seq) {
+            self.by_delivery_id.remove(&delivery_id);
+        }
         if let Some(q) = self.queues.get_mut(&key) {
             q.remove(&seq);
             if q.is_empty() {
                 self.queues.remove(&key);
             }
         }
+    }
+}
+
+impl NewMessage {
+    fn delivery_id(&self) -> String {
+        beamline_core::message::delivery_id(self.tenant.as_str(), &self.message_id, &self.payload)
     }
 }
 
@@ -182,14 +203,9 @@ impl Outbox {
         let (log, existing) = RecordLog::open(path)?;
         let mut index = Index::default();
         for (seq, bytes) in existing {
-            let m = Record::decode(&bytes)?;
-            index.insert(
-                seq,
-                BreakerKey::new(m.tenant, m.provider),
-                m.enqueued_unix_ms,
-            );
+            index.insert(seq, &Record::decode(&bytes)?);
         }
-        let reserved = AtomicUsize::new(index.keys_by_seq.len());
+        let reserved = AtomicUsize::new(index.by_seq.len());
         Ok(Outbox {
             inner: Arc::new(Inner {
                 log,
@@ -204,8 +220,12 @@ impl Outbox {
         self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores `message` durably; returns its sequence number once committed.
+    /// Stores `message` durably; returns its sequence number once committed (or the
+    /// sequence number of the identical message already waiting).
     pub async fn append(&self, message: NewMessage) -> Result<u64, OutboxError> {
+        if let Some(seq) = self.index().by_delivery_id.get(&message.delivery_id()) {
+            return Ok(*seq);
+        }
         let capacity = self.inner.capacity;
         let reserved = &self.inner.reserved;
         if reserved
@@ -227,11 +247,7 @@ impl Outbox {
         };
         match stored {
             Ok(seq) => {
-                self.index().insert(
-                    seq,
-                    BreakerKey::new(message.tenant, message.provider),
-                    message.enqueued_unix_ms,
-                );
+                self.index().insert(seq, &message);
                 Ok(seq)
             }
             Err(e) => {
@@ -245,7 +261,7 @@ impl Outbox {
     pub async fn remove(&self, seq: u64) -> Result<(), OutboxError> {
         self.inner.log.remove(seq).await?;
         let mut index = self.index();
-        if index.keys_by_seq.contains_key(&seq) {
+        if index.by_seq.contains_key(&seq) {
             index.remove(seq);
             self.inner.reserved.fetch_sub(1, Ordering::SeqCst);
         }
@@ -290,7 +306,7 @@ impl Outbox {
 
     /// Messages waiting, in total.
     pub fn depth(&self) -> usize {
-        self.index().keys_by_seq.len()
+        self.index().by_seq.len()
     }
 
     /// The capacity.
@@ -386,6 +402,40 @@ mod tests {
         outbox.remove(first).await.unwrap();
         outbox.append(msg("t", "p", "c")).await.unwrap();
         assert_eq!(outbox.backlog()[0].depth, 2);
+    }
+
+    #[tokio::test]
+    async fn a_message_already_waiting_is_not_stored_twice_even_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.redb");
+        let outbox = Outbox::open(&path, 2).unwrap();
+        let a = outbox.append(msg("t", "p", "a")).await.unwrap();
+        assert_eq!(outbox.append(msg("t", "p", "a")).await, Ok(a));
+        outbox.append(msg("t", "p", "b")).await.unwrap();
+        assert_eq!(outbox.depth(), 2);
+        assert_eq!(
+            outbox.append(msg("t", "p", "a")).await,
+            Ok(a),
+            "a retry of a queued message is queued, full or not"
+        );
+        assert_eq!(
+            outbox.append(msg("u", "p", "a")).await,
+            Err(OutboxError::Full { capacity: 2 }),
+            "another tenant's message with the same id is another message"
+        );
+        drop(outbox);
+        let outbox = Outbox::open(&path, 2).unwrap();
+        assert_eq!(
+            outbox.append(msg("t", "p", "a")).await,
+            Ok(a),
+            "after a reopen"
+        );
+        outbox.remove(a).await.unwrap();
+        let again = outbox.append(msg("t", "p", "a")).await.unwrap();
+        assert!(
+            again > a,
+            "once delivered, the same message may be queued anew"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

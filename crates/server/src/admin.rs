@@ -345,14 +345,14 @@ pub async fn broker_messages(
         embedded
             .messages(subject)
             .into_iter()
-            .map(|m| json!({"sequence": m.sequence, "subject": m.subject, "message_id": m.message_id}))
+            .map(|m| json!({"sequence": m.sequence, "subject": m.subject, "tenant_id": m.tenant_id, "message_id": m.message_id, "delivery_id": m.delivery_id}))
             .collect()
     } else if let Some(js) = &app.jetstream {
         js.read_back(subject)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "broker_unavailable", e))?
             .into_iter()
-            .map(|m| json!({"sequence": m.sequence, "subject": m.subject, "message_id": m.message_id}))
+            .map(|m| json!({"sequence": m.sequence, "subject": m.subject, "tenant_id": m.tenant_id, "message_id": m.message_id, "delivery_id": m.delivery_id}))
             .collect()
     } else {
         Vec::new()

@@ -181,16 +181,6 @@ async fn intake(app: &App, request: Request) -> Result<RouteRequest, ApiError> {
             ),
         ));
     }
-    if app
-        .recent_ids
-        .conflicts(&tenant, &message_id, payload.as_bytes())
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "message_id_conflict",
-            "message_id was used recently with a different payload",
-        ));
-    }
     Ok(RouteRequest {
         tenant,
         provider,
@@ -210,25 +200,56 @@ fn route_error(e: RouteError) -> ApiError {
 /// The publish handler.
 pub async fn publish(State(app): State<App>, request: Request) -> Response {
     let started = app.clock.now();
+    let invalid = |e: ApiError| {
+        app.metrics.request(
+            None,
+            None,
+            RequestOutcome::Invalid,
+            app.clock.now().since(started),
+        );
+        e.into_response()
+    };
     let route_request = match intake(&app, request).await {
         Ok(r) => r,
-        Err(e) => {
-            app.metrics.request(
-                None,
-                None,
-                RequestOutcome::Invalid,
-                app.clock.now().since(started),
-            );
-            return e.into_response();
-        }
+        Err(e) => return invalid(e),
     };
     let tenant = route_request.tenant.clone();
     let message_id = route_request.message_id.clone();
-    let payload = route_request.payload.clone();
+    // Held until the request ends: a racing request with this id and another payload is
+    // refused meanwhile; a request that is not accepted frees the id again.
+    let claim = match app.recent_ids.claim(
+        &tenant,
+        &message_id,
+        &route_request.payload,
+        route_request.provider.as_ref(),
+    ) {
+        Ok(claim) => claim,
+        Err(conflict) => {
+            return invalid(ApiError::new(
+                StatusCode::CONFLICT,
+                "message_id_conflict",
+                conflict.to_string(),
+            ));
+        }
+    };
     let (outcome, provider, response) = match app.router.route(route_request).await {
-        Ok(routed) => {
-            if matches!(routed, Routed::Published { .. } | Routed::Queued { .. }) {
-                app.recent_ids.remember(&tenant, &message_id, &payload);
+        Ok(mut routed) => {
+            match &mut routed {
+                Routed::Published {
+                    provider,
+                    delivered,
+                    ..
+                } => {
+                    // A duplicate is stored where the message first went.
+                    if delivered.ack.duplicate
+                        && let Some(first) = &claim.accepted_by
+                    {
+                        *provider = first.clone();
+                    }
+                    claim.accepted(provider);
+                }
+                Routed::Queued { provider, .. } => claim.accepted(provider),
+                Routed::Failed { .. } | Routed::OutboxRefused { .. } => drop(claim),
             }
             answer(&tenant, &message_id, routed)
         }
