@@ -42,10 +42,11 @@ pub enum Fault {
         /// The error to return.
         kind: ErrorKind,
     },
-    /// Hang until the attempt times out.
-    Timeout,
+    /// Hang until the attempt times out. (Empty struct variants, not unit ones, so that
+    /// `deny_unknown_fields` refuses `{"type": "timeout", "extra": 1}` too.)
+    Timeout {},
     /// Drop the connection, then fail with `connection_closed`.
-    CloseConnection,
+    CloseConnection {},
     /// Wait `ms`, then publish.
     Delay {
         /// Milliseconds to wait.
@@ -282,8 +283,8 @@ impl Publisher for FaultInjector {
         match fault {
             None => self.inner.publish(message).await,
             Some(Fault::Error { kind }) => Err(PublishError::new(kind, "injected fault")),
-            Some(Fault::Timeout) => std::future::pending().await,
-            Some(Fault::CloseConnection) => {
+            Some(Fault::Timeout {}) => std::future::pending().await,
+            Some(Fault::CloseConnection {}) => {
                 self.inner.drop_connection().await;
                 Err(PublishError::new(
                     ErrorKind::ConnectionClosed,
@@ -365,7 +366,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn timeout_hangs_until_the_caller_gives_up() {
         let (f, _) = injector();
-        f.set(rule("p1", None, Fault::Timeout)).unwrap();
+        f.set(rule("p1", None, Fault::Timeout {})).unwrap();
         let r = tokio::time::timeout(Duration::from_secs(2), f.publish(&msg("t", "p1", "a"))).await;
         assert!(r.is_err());
     }
@@ -397,7 +398,7 @@ mod tests {
         let (f, _) = injector();
         let bad = Fault::Intermittent {
             probability: 1.5,
-            fault: Box::new(Fault::Timeout),
+            fault: Box::new(Fault::Timeout {}),
         };
         assert!(matches!(
             f.set(rule("p", None, bad)),

@@ -235,9 +235,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             admin_token: config.admin_token.as_ref().map(|_| "<hidden>".into()),
             ..config.clone()
         };
-        config
+        let valid = config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        // The policy files too: a bad one would stop the router at start.
+        if let Some(dir) = valid.raw.policies_dir.as_deref().filter(|d| d.exists()) {
+            beamline_server::policies::PolicyStore::open(
+                Some(dir),
+                valid.raw.breaker.clone(),
+                valid.raw.retry.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+        }
         println!(
             "# configuration is valid; effective configuration:\n{}",
             printable.to_toml().map_err(|e| anyhow::anyhow!(e))?

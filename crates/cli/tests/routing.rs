@@ -239,3 +239,36 @@ async fn refusals_before_dispatch_have_stable_codes() {
     assert_eq!(stored, vec!["dup".to_owned()]);
     router.stop().await;
 }
+
+/// A breaker an operator holds open tells clients to come back after the open timeout,
+/// with a policy (selection sees it rejects) or without (the acquire rejects), not in 1 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_held_open_answers_retry_after_the_open_timeout() {
+    let router = TestRouter::start(fast_breaker()).await;
+    let c = &router.client;
+    put_policy(
+        c,
+        "held",
+        json!({"providers": [{"id": "p1"}], "degraded_mode": "reject"}),
+    )
+    .await
+    .unwrap();
+    for tenant in ["held", "plain"] {
+        c.admin(
+            Method::POST,
+            &format!("/admin/breakers/{tenant}/p1/force-open"),
+            None,
+        )
+        .await
+        .unwrap();
+        let provider = (tenant == "plain").then_some("p1");
+        let (status, body) = publish(c, tenant, provider, &format!("{tenant}-1")).await;
+        assert_eq!(
+            (status, &body["reason"]),
+            (503, &json!("circuit_open")),
+            "{body}"
+        );
+        assert_eq!(body["retry_after_ms"], 60_000, "{tenant}: {body}");
+    }
+    router.stop().await;
+}

@@ -458,8 +458,15 @@ impl Harness {
         self.sync();
         let open_until = self.open_until;
         let mut ts = Vec::new();
+        let peeked = self.breaker.peek(now, &mut |x| ts.push(x));
         let result = self.breaker.acquire(now, &mut |x| ts.push(x));
         self.on_transitions(ts);
+        if peeked.is_some() != result.is_err() || peeked != result.err() {
+            self.fail(format!(
+                "peek said {peeked:?}, the acquire right after it {:?}",
+                result.err()
+            ));
+        }
         let Ok(admission) = result else { return };
         let generation = self.breaker.snapshot(now, &mut |_| {}).generation;
         if let Some(until) = open_until

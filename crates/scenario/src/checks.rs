@@ -134,9 +134,9 @@ fn p_ms(values: &mut [Duration], q: f64) -> f64 {
 /// The range of time one attempt of `fault` takes, in ms.
 fn attempt_range_ms(fault: Option<&Fault>, timeout_ms: f64) -> (f64, f64) {
     match fault {
-        None | Some(Fault::CloseConnection) => (0.0, timeout_ms),
+        None | Some(Fault::CloseConnection {}) => (0.0, timeout_ms),
         Some(Fault::Error { .. }) => (0.0, 0.0),
-        Some(Fault::Timeout) => (timeout_ms, timeout_ms),
+        Some(Fault::Timeout {}) => (timeout_ms, timeout_ms),
         Some(Fault::Delay { ms }) => {
             let d = (*ms as f64).min(timeout_ms);
             (d, d)
@@ -1034,7 +1034,10 @@ mod tests {
             kind: ErrorKind::BrokerUnavailable,
         };
         assert_eq!(attempt_range_ms(Some(&err), t), (0.0, 0.0));
-        assert_eq!(attempt_range_ms(Some(&Fault::Timeout), t), (500.0, 500.0));
+        assert_eq!(
+            attempt_range_ms(Some(&Fault::Timeout {}), t),
+            (500.0, 500.0)
+        );
         assert_eq!(
             attempt_range_ms(Some(&Fault::Delay { ms: 900 }), t),
             (500.0, 500.0)

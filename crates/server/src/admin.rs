@@ -35,6 +35,9 @@ use serde_json::{Value, json};
 use crate::App;
 use crate::error::{ApiError, ApiQuery};
 
+/// The largest admin request body (a policy, a fault rule): 413 `body_too_large` past it.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
 /// Checks the bearer token.
 pub async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
     let Some(expected) = app.config.raw.admin_token.as_deref() else {
@@ -45,11 +48,14 @@ pub async fn require_token(State(app): State<App>, request: Request, next: Next)
         )
         .into_response();
     };
+    // `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match given {
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,

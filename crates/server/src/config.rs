@@ -238,6 +238,13 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
+        if self.degraded_mode == DegradedMode::Outbox && self.data_dir.is_none() {
+            return Err(ConfigError::new(
+                "degraded_mode",
+                "outbox",
+                "needs data_dir: the outbox is stored there",
+            ));
+        }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::new(
                 "admin_token",

@@ -361,6 +361,7 @@ pub fn routes(app: App) -> axum::Router {
         )
         .route("/admin/faults/attempts", get(admin::fault_attempts))
         .route("/admin/broker/messages", get(admin::broker_messages))
+        .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             admin::require_token,
@@ -373,6 +374,7 @@ pub fn routes(app: App) -> axum::Router {
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(app)
 }
 

@@ -106,13 +106,9 @@ async fn read_json<T: DeserializeOwned>(app: &App, request: Request) -> Result<T
         ));
     }
     let body: Body = request.into_body();
-    let bytes: Bytes = to_bytes(body, limits.max_body_bytes).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body exceeds {} bytes", limits.max_body_bytes),
-        )
-    })?;
+    let bytes: Bytes = to_bytes(body, limits.max_body_bytes)
+        .await
+        .map_err(|e| crate::error::body_error(&e, limits.max_body_bytes))?;
     // Serde's derived parsers also take a JSON array, field by field; only objects are
     // requests (other non-objects already fail as `invalid_request`, non-JSON as
     // `invalid_json`).

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use beamline_broker::OutgoingMessage;
-use beamline_core::breaker::{BreakerMode, BreakerRegistry, Forced, State};
+use beamline_core::breaker::{BreakerRegistry, State};
 use beamline_core::policy::{
     Decision, DegradedMode, FallbackTrigger, MAX_FALLBACK_HOPS, RouteReason, TenantPolicy, decide,
     fallback_for,
@@ -194,18 +194,9 @@ impl Router {
     /// Whether the key's breaker would admit a call now. Reads only: admits nothing.
     pub fn would_admit(&self, tenant: &TenantId, provider: &ProviderId) -> bool {
         let key = BreakerKey::new(tenant.clone(), provider.clone());
-        let Some(handle) = self.registry.get(&key) else {
-            return true;
-        };
-        let s = handle.snapshot(self.clock.now());
-        if s.mode != BreakerMode::Enforce || s.forced == Some(Forced::Closed) {
-            return true;
-        }
-        match s.state {
-            State::Closed => true,
-            State::Open => false,
-            State::HalfOpen => s.probes_admitted < handle.settings().config().half_open_max_calls,
-        }
+        self.registry
+            .get(&key)
+            .is_none_or(|h| h.peek(self.clock.now()).is_none())
     }
 
     /// The breaker state of a key now (closed when it has no breaker yet).
@@ -314,8 +305,8 @@ impl Router {
                 let retry_after = self
                     .registry
                     .get(&key)
-                    .and_then(|h| h.snapshot(self.clock.now()).open_remaining)
-                    .unwrap_or(Duration::from_millis(1));
+                    .and_then(|h| h.peek(self.clock.now()))
+                    .map_or(Duration::from_millis(1), |r| r.retry_after);
                 Undelivered {
                     cause: Cause::CircuitOpen,
                     last_error: None,

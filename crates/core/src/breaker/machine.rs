@@ -509,19 +509,15 @@ impl Breaker {
         }
         self.advance(now, on);
         self.last_used = self.last_used.max(now);
-        let decision = match (self.forced, self.state) {
-            (Some(Forced::Closed), _) | (None, State::Closed) => Ok(Role::Call),
-            (Some(Forced::Open), _) => Err(Rejection {
-                state: State::Open,
-                retry_after: Duration::from_nanos(self.settings.open_timeout_nanos),
-                forced: true,
-            }),
-            (None, State::Open) => Err(Rejection {
-                state: State::Open,
-                retry_after: now.until(self.open_until),
-                forced: false,
-            }),
-            (None, State::HalfOpen) => self.take_probe_slot(now),
+        let decision = match self.decision(now) {
+            Ok(Some(slot)) => {
+                self.probe_starts[slot] = now.as_nanos();
+                self.probes_admitted += 1;
+                // `slot` < half_open_max_calls <= 64.
+                Ok(Role::Probe(slot as u8))
+            }
+            Ok(None) => Ok(Role::Call),
+            Err(rejection) => Err(rejection),
         };
         match decision {
             Ok(role) => {
@@ -550,16 +546,41 @@ impl Breaker {
         }
     }
 
-    fn take_probe_slot(&mut self, now: Timestamp) -> Result<Role, Rejection> {
+    /// What an enforcing acquire at `now` decides (lazy transitions applied): admit as a
+    /// call (`None`), admit as a probe in a free slot, or reject.
+    fn decision(&self, now: Timestamp) -> Result<Option<usize>, Rejection> {
+        match (self.forced, self.state) {
+            (Some(Forced::Closed), _) | (None, State::Closed) => Ok(None),
+            (Some(Forced::Open), _) => Err(Rejection {
+                state: State::Open,
+                retry_after: Duration::from_nanos(self.settings.open_timeout_nanos),
+                forced: true,
+            }),
+            (None, State::Open) => Err(Rejection {
+                state: State::Open,
+                retry_after: now.until(self.open_until),
+                forced: false,
+            }),
+            (None, State::HalfOpen) => self.free_probe_slot(now).map(Some),
+        }
+    }
+
+    /// Whether an acquire at `now` would be admitted, without admitting (or counting)
+    /// anything: the rejection it would get, if any. In `metrics_only` and `disabled`
+    /// modes nothing is rejected.
+    pub fn peek(&mut self, now: Timestamp, on: &mut impl FnMut(Transition)) -> Option<Rejection> {
+        if self.mode() != BreakerMode::Enforce {
+            return None;
+        }
+        self.advance(now, on);
+        self.decision(now).err()
+    }
+
+    fn free_probe_slot(&self, now: Timestamp) -> Result<usize, Rejection> {
         let max = self.settings.config().half_open_max_calls;
         let free = self.probe_starts.iter().position(|s| *s == FREE);
         match free {
-            Some(slot) if self.probes_admitted < max => {
-                self.probe_starts[slot] = now.as_nanos();
-                self.probes_admitted += 1;
-                // `slot` < half_open_max_calls <= 64.
-                Ok(Role::Probe(slot as u8))
-            }
+            Some(slot) if self.probes_admitted < max => Ok(slot),
             _ => {
                 let retry_after = self
                     .earliest_lease_end()

@@ -439,6 +439,12 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
         }
     }
 
+    /// The rejection an acquire at `now` would get, if any; admits and counts nothing
+    /// (lazy transitions applied).
+    pub fn peek(&self, now: Timestamp) -> Option<Rejection> {
+        self.with(|b, on| b.peek(now, &mut |t| on(t)))
+    }
+
     /// The state at `now` (lazy transitions applied).
     pub fn state(&self, now: Timestamp) -> State {
         self.with(|b, on| b.state(now, &mut |t| on(t)))
