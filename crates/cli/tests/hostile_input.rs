@@ -643,6 +643,38 @@ fn routing_and_policies() -> Vec<Case> {
 fn query_rejections() -> Vec<Case> {
     vec![
         admin(
+            "reset-all with a query",
+            "POST",
+            "/admin/breakers/reset-all?tenant_id=acme",
+            "",
+            400,
+            "invalid_query",
+        ),
+        admin(
+            "config with a query",
+            "GET",
+            "/admin/config?x=1",
+            "",
+            400,
+            "invalid_query",
+        ),
+        admin(
+            "one breaker with a query",
+            "GET",
+            "/admin/breakers/acme/p-ok?state=open",
+            "",
+            400,
+            "invalid_query",
+        ),
+        admin(
+            "fault list with a query",
+            "GET",
+            "/admin/faults?provider_id=p-ok",
+            "",
+            400,
+            "invalid_query",
+        ),
+        admin(
             "policy of a tenant that is not UTF-8",
             "GET",
             "/admin/policies/%ff",

@@ -23,7 +23,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use beamline_broker::faults::{FaultInjector, FaultRule};
@@ -37,6 +37,39 @@ use crate::error::{ApiError, ApiQuery};
 
 /// The largest admin request body (a policy, a fault rule): 413 `body_too_large` past it.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The admin routes that take query parameters (each parses its own with [`ApiQuery`],
+/// refusing unknown ones). Every other admin route takes none.
+const ROUTES_WITH_QUERIES: [(Method, &str); 5] = [
+    (Method::GET, "/admin/breakers"),
+    (Method::GET, "/admin/transitions"),
+    (Method::DELETE, "/admin/faults"),
+    (Method::GET, "/admin/faults/attempts"),
+    (Method::GET, "/admin/broker/messages"),
+];
+
+/// Refuses a query string on an admin route that takes no parameters (400
+/// `invalid_query`), so `POST /admin/breakers/reset-all?tenant_id=x` does not quietly
+/// reset every breaker.
+pub async fn refuse_unknown_queries(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let has_query = uri.query().is_some_and(|q| !q.is_empty());
+    let takes_queries = ROUTES_WITH_QUERIES
+        .iter()
+        .any(|(m, p)| m == request.method() && *p == uri.path());
+    if has_query && !takes_queries {
+        return ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "{} {} takes no query parameters",
+                request.method(),
+                uri.path()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
 
 /// Checks the bearer token.
 pub async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {

@@ -362,6 +362,7 @@ pub fn routes(app: App) -> axum::Router {
         .route("/admin/faults/attempts", get(admin::fault_attempts))
         .route("/admin/broker/messages", get(admin::broker_messages))
         .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn(admin::refuse_unknown_queries))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             admin::require_token,
