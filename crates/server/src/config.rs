@@ -56,6 +56,12 @@ pub struct LimitsConfig {
     pub max_payload_bytes: usize,
     /// Longest `message_id`, in bytes.
     pub max_message_id_len: usize,
+    /// Time a client has to send a request's headers (also the longest a keep-alive
+    /// connection may idle between requests); past it the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a publish body once its headers are in: 408
+    /// `request_timeout` past it.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -64,6 +70,8 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             max_payload_bytes: 512 * 1024,
             max_message_id_len: 128,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -227,6 +235,20 @@ impl ServerConfig {
                 self.limits.max_message_id_len,
                 "must be within 1..=1024",
             ));
+        }
+        for (key, ms) in [
+            (
+                "limits.header_read_timeout_ms",
+                self.limits.header_read_timeout_ms,
+            ),
+            (
+                "limits.body_read_timeout_ms",
+                self.limits.body_read_timeout_ms,
+            ),
+        ] {
+            if ms == 0 {
+                return Err(ConfigError::new(key, 0, "must be at least 1"));
+            }
         }
         if self.outbox_capacity == 0 {
             return Err(ConfigError::new("outbox_capacity", 0, "must be at least 1"));

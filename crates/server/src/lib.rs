@@ -18,6 +18,7 @@ pub mod dispatcher;
 pub mod drain;
 pub mod error;
 pub mod events;
+pub mod http;
 pub mod policies;
 pub mod publish;
 pub mod recent;
@@ -249,17 +250,14 @@ impl Server {
             jetstream,
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        let http = routes(Arc::clone(&app));
+        let routes = routes(Arc::clone(&app));
+        let header_read_timeout =
+            Duration::from_millis(app.config.raw.limits.header_read_timeout_ms);
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(error) = axum::serve(listener, http)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%error, "http server failed");
-            }
+            http::serve(listener, routes, header_read_timeout, shutdown).await;
         });
         let background = vec![
             tokio::spawn(evict_idle_breakers(Arc::clone(&app))),

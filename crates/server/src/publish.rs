@@ -106,8 +106,19 @@ async fn read_json<T: DeserializeOwned>(app: &App, request: Request) -> Result<T
         ));
     }
     let body: Body = request.into_body();
-    let bytes: Bytes = to_bytes(body, limits.max_body_bytes)
+    let read_timeout = Duration::from_millis(limits.body_read_timeout_ms);
+    let bytes: Bytes = tokio::time::timeout(read_timeout, to_bytes(body, limits.max_body_bytes))
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the body did not arrive within {} ms",
+                    limits.body_read_timeout_ms
+                ),
+            )
+        })?
         .map_err(|e| crate::error::body_error(&e, limits.max_body_bytes))?;
     // Serde's derived parsers also take a JSON array, field by field; only objects are
     // requests (other non-objects already fail as `invalid_request`, non-JSON as
