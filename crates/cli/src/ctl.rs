@@ -3,7 +3,7 @@
 //! Every subcommand is one admin call through [`RouterClient`]; the answer is printed as an
 //! aligned table (or key/value list) for people, or as the router's raw JSON with `--json`
 //! for scripts. Global flags: `--url` (`BEAMLINE_URL`, default `http://127.0.0.1:8080`),
-//! `--token` (`BEAMLINE_ADMIN_TOKEN`; hidden from `--help` and never printed), `--json`.
+//! `--token` (`BEAMLINE_ADMIN_TOKEN`; its value is never printed, not even by `--help`), `--json`.
 //!
 //! Errors are one line on stderr, starting with `error:`, and each kind has its own exit
 //! code so scripts can tell them apart:
@@ -69,11 +69,10 @@ pub struct CtlArgs {
         global = true
     )]
     url: String,
-    /// Admin bearer token.
+    /// Admin bearer token (prefer the environment: a flag shows in `ps`)
     #[arg(
         long,
         env = "BEAMLINE_ADMIN_TOKEN",
-        hide = true,
         hide_env_values = true,
         global = true
     )]

@@ -201,12 +201,31 @@ impl TenantPolicyConfig {
                 format!("must hold at most {MAX_FALLBACK_RULES} rules"),
             ));
         }
+        let routed_to = |p: &ProviderId| {
+            self.providers.iter().any(|q| q.id == *p) || self.fallbacks.iter().any(|f| f.to == *p)
+        };
         for (i, rule) in self.fallbacks.iter().enumerate() {
             if rule.from.as_ref() == Some(&rule.to) {
                 return Err(ConfigError::new(
                     format!("fallbacks[{i}].to"),
                     &rule.to,
                     "must differ from `from`",
+                ));
+            }
+            if let Some(from) = &rule.from
+                && !routed_to(from)
+            {
+                return Err(ConfigError::new(
+                    format!("fallbacks[{i}].from"),
+                    from,
+                    "names a provider this policy never routes to (not in providers, not a fallback's `to`)",
+                ));
+            }
+            if let Some(j) = self.fallbacks[..i].iter().position(|r| r == rule) {
+                return Err(ConfigError::new(
+                    format!("fallbacks[{i}]"),
+                    format!("{:?} -> {}", rule.on, rule.to),
+                    format!("repeats fallbacks[{j}]"),
                 ));
             }
         }
@@ -544,6 +563,24 @@ mod tests {
                 .key
         };
         assert_eq!(err(r#"{"providers":[]}"#), "providers");
+        assert_eq!(
+            err(r#"{"providers":[{"id":"a"}],"fallbacks":[{"on":"error","from":"zz","to":"b"}]}"#),
+            "fallbacks[0].from"
+        );
+        assert_eq!(
+            err(
+                r#"{"providers":[{"id":"a"}],"fallbacks":[{"on":"error","to":"b"},{"on":"error","to":"b"}]}"#
+            ),
+            "fallbacks[1]"
+        );
+        // A chain: `from` may name an earlier fallback's target.
+        let chain = r#"{"providers":[{"id":"a"}],"fallbacks":[{"on":"circuit_open","from":"a","to":"b"},{"on":"circuit_open","from":"b","to":"c"}]}"#;
+        assert!(
+            TenantPolicyConfig::parse(chain)
+                .unwrap()
+                .validate(&BreakerConfig::default(), &RetryConfig::default())
+                .is_ok()
+        );
         assert_eq!(
             err(r#"{"providers":[{"id":"a"},{"id":"a"}]}"#),
             "providers[1].id"

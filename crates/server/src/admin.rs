@@ -211,12 +211,16 @@ pub async fn get_breaker(
     let handle = app
         .registry
         .get(&key)
-        .ok_or_else(|| ApiError::not_found("breaker_not_found", format!("no breaker for {key}")))?;
+        .ok_or_else(|| breaker_not_found(&key))?;
     let now = app.clock.now();
     let mut body = breaker_json(&key, &handle.snapshot(now), now);
     body["config"] = serde_json::to_value(handle.settings().config()).unwrap_or(Value::Null);
     body["now_ms"] = json!(now.as_millis());
     Ok(Json(body))
+}
+
+fn breaker_not_found(key: &BreakerKey) -> ApiError {
+    ApiError::not_found("breaker_not_found", format!("no breaker for {key}"))
 }
 
 /// `POST /admin/breakers/{tenant}/{provider}/{action}`
@@ -225,19 +229,36 @@ pub async fn breaker_action(
     Path((tenant, provider, action)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let key = key_from(&tenant, &provider)?;
-    let handle = app.registry.handle(&key);
     let now = app.clock.now();
-    match action.as_str() {
-        "force-open" => handle.force_open(now),
-        "force-closed" => handle.force_closed(now),
-        "release" => handle.release(now),
-        "reset" => handle.reset(now),
+    let creates = match action.as_str() {
+        "force-open" | "force-closed" => true,
+        "release" | "reset" => false,
         other => {
             return Err(ApiError::not_found(
                 "unknown_action",
                 format!("unknown action {other:?}: use force-open, force-closed, release or reset"),
             ));
         }
+    };
+    // Holding a key open or closed may come before its first call (the breaker is created,
+    // with the tenant policy's settings if it has one); releasing or resetting a breaker
+    // that does not exist is an operator's typo.
+    let handle = if creates {
+        let policy = app.router.policies().get(&key.tenant);
+        let settings = policy
+            .as_ref()
+            .map_or(app.registry.defaults(), |p| &p.breaker);
+        app.registry.handle_with(&key, settings)
+    } else {
+        app.registry
+            .get(&key)
+            .ok_or_else(|| breaker_not_found(&key))?
+    };
+    match action.as_str() {
+        "force-open" => handle.force_open(now),
+        "force-closed" => handle.force_closed(now),
+        "release" => handle.release(now),
+        _ => handle.reset(now),
     }
     tracing::info!(tenant_id = %key.tenant, provider_id = %key.provider, action = %action, "admin breaker action");
     Ok(Json(breaker_json(&key, &handle.snapshot(now), now)))

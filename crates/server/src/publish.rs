@@ -28,6 +28,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::App;
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::routing::{RouteError, RouteRequest, Routed};
 
@@ -89,8 +90,14 @@ fn new_message_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Reads a JSON body under the size limit, with stable error codes.
+/// Reads a JSON body under the size and time limits, with stable error codes.
 async fn read_json<T: DeserializeOwned>(app: &App, request: Request) -> Result<T, ApiError> {
+    let bytes = read_body(app, request).await?;
+    parse_json(&bytes)
+}
+
+/// Reads a JSON body's bytes under the size and time limits (content type checked).
+async fn read_body(app: &App, request: Request) -> Result<Bytes, ApiError> {
     let limits = &app.config.raw.limits;
     let content_type = request
         .headers()
@@ -120,6 +127,11 @@ async fn read_json<T: DeserializeOwned>(app: &App, request: Request) -> Result<T
             )
         })?
         .map_err(|e| crate::error::body_error(&e, limits.max_body_bytes))?;
+    Ok(bytes)
+}
+
+/// Parses a JSON request body, with stable error codes.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Serde's derived parsers also take a JSON array, field by field; only objects are
     // requests (other non-objects already fail as `invalid_request`, non-JSON as
     // `invalid_json`).
@@ -129,7 +141,7 @@ async fn read_json<T: DeserializeOwned>(app: &App, request: Request) -> Result<T
             "body must be a JSON object",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => {
@@ -158,8 +170,15 @@ fn provider_of(s: Option<&str>) -> Result<Option<ProviderId>, ApiError> {
 
 /// Reads and validates a publish request.
 async fn intake(app: &App, request: Request) -> Result<RouteRequest, ApiError> {
-    let limits = &app.config.raw.limits;
-    let parsed: PublishBody = read_json(app, request).await?;
+    let bytes = read_body(app, request).await?;
+    parse_publish(&bytes, &app.config.raw.limits)
+}
+
+/// Parses and validates a publish body (everything but the transport: content type, size
+/// and time limits of the body, are the caller's). A message without an id gets a new
+/// random one. Pure: the fuzz target `publish_body` drives it with any bytes.
+pub fn parse_publish(bytes: &[u8], limits: &LimitsConfig) -> Result<RouteRequest, ApiError> {
+    let parsed: PublishBody = parse_json(bytes)?;
     let tenant = tenant_of(&parsed.tenant_id)?;
     let provider = provider_of(parsed.provider_id.as_deref())?;
     let max_id = limits.max_message_id_len;
