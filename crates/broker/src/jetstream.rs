@@ -6,8 +6,8 @@
 //! (tenant, message id and payload fingerprint: [`OutgoingMessage::delivery_id`]), so a
 //! retry (or a redelivery from the outbox, or from another router instance) of a message
 //! the broker already stored is acknowledged as a duplicate and stored once, inside the
-//! stream's duplicate window. `Beamline-Tenant-Id` and `Beamline-Message-Id` carry the
-//! tenant and the client's message id for consumers. Many publishes may be in flight at once: async-nats
+//! stream's duplicate window. Consumers read the tenant and the client's message id back
+//! from it (`beamline_core::message::parse_delivery_id`). Many publishes may be in flight at once: async-nats
 //! pipelines them over one connection, bounded by `max_ack_inflight`.
 //!
 //! The connection reconnects by itself, quickly (delays capped at 100 ms instead of the
@@ -24,9 +24,11 @@ use async_trait::async_trait;
 use beamline_core::ErrorKind;
 use serde::{Deserialize, Serialize};
 
+use beamline_core::message::parse_delivery_id;
+
 use crate::{
-    DELIVERY_ID_HEADER, MESSAGE_ID_HEADER, OutgoingMessage, PublishAck, PublishError, Publisher,
-    SUBJECT_PREFIX, TENANT_ID_HEADER, subject_for,
+    DELIVERY_ID_HEADER, OutgoingMessage, PublishAck, PublishError, Publisher, SUBJECT_PREFIX,
+    subject_for,
 };
 
 /// JetStream error code: the stream could not store the message (full, limits).
@@ -110,9 +112,9 @@ pub struct ReadBack {
     pub sequence: u64,
     /// Subject.
     pub subject: String,
-    /// The `Beamline-Tenant-Id` header.
+    /// The tenant, from the delivery id.
     pub tenant_id: String,
-    /// The `Beamline-Message-Id` header: the client's message id.
+    /// The client's message id, from the delivery id.
     pub message_id: String,
     /// The `Nats-Msg-Id` header: the delivery id.
     pub delivery_id: String,
@@ -212,19 +214,20 @@ impl JetStreamPublisher {
             if subject.is_some_and(|s| s != subject_of) {
                 continue;
             }
-            let header = |name: &str| {
-                message
-                    .headers
-                    .get(name)
-                    .map(|v| v.as_str().to_owned())
-                    .unwrap_or_default()
-            };
+            let delivery_id = message
+                .headers
+                .get(DELIVERY_ID_HEADER)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            let (tenant_id, message_id) = parse_delivery_id(&delivery_id)
+                .map(|(t, m, _)| (t.to_owned(), m.to_owned()))
+                .unwrap_or_default();
             out.push(ReadBack {
                 sequence,
                 subject: subject_of,
-                tenant_id: header(TENANT_ID_HEADER),
-                message_id: header(MESSAGE_ID_HEADER),
-                delivery_id: header(DELIVERY_ID_HEADER),
+                tenant_id,
+                message_id,
+                delivery_id,
             });
         }
         Ok(out)
@@ -265,9 +268,7 @@ impl Publisher for JetStreamPublisher {
     async fn publish(&self, message: &OutgoingMessage) -> Result<PublishAck, PublishError> {
         let publish = jetstream::message::PublishMessage::build()
             .payload(message.payload.clone())
-            .message_id(message.delivery_id())
-            .header(TENANT_ID_HEADER, message.tenant.as_str())
-            .header(MESSAGE_ID_HEADER, message.message_id.as_str());
+            .message_id(message.delivery_id());
         let to_error =
             |e: jetstream::context::PublishError| PublishError::new(classify(&e), e.to_string());
         let ack_future = self

@@ -30,12 +30,10 @@ pub fn subject_for(provider: &ProviderId) -> String {
     format!("{SUBJECT_PREFIX}.{provider}")
 }
 
-/// The header the broker de-duplicates on: [`OutgoingMessage::delivery_id`].
+/// The header the broker de-duplicates on: [`OutgoingMessage::delivery_id`], which also
+/// carries the tenant and the client's message id
+/// ([`beamline_core::message::parse_delivery_id`]).
 pub const DELIVERY_ID_HEADER: &str = "Nats-Msg-Id";
-/// The header carrying the sending tenant's id.
-pub const TENANT_ID_HEADER: &str = "Beamline-Tenant-Id";
-/// The header carrying the client's message id.
-pub const MESSAGE_ID_HEADER: &str = "Beamline-Message-Id";
 
 /// One message on its way to a provider.
 #[derive(Clone, Debug)]
@@ -44,7 +42,7 @@ pub struct OutgoingMessage {
     pub tenant: TenantId,
     /// Its provider.
     pub provider: ProviderId,
-    /// The client's id for it (sent as [`MESSAGE_ID_HEADER`]).
+    /// The client's id for it (part of the delivery id).
     pub message_id: String,
     /// The payload bytes (JSON as received).
     pub payload: Bytes,

@@ -222,12 +222,16 @@ fn many_keys(c: &mut Criterion) {
     g.finish();
 }
 
-/// `threads` threads each make `iters` calls; returns the wall time.
+/// `threads` threads each make `iters` calls, on virtual time from `start` (ns) on; returns
+/// the wall time. Virtual time must keep moving forward across samples, as the real clock
+/// does: calls stamped before the breaker's newest bucket are late events, not the
+/// closed-state path under test.
 fn run_threads(
     reg: &BreakerRegistry<NoopObserver>,
     keys: &[BreakerKey],
     threads: usize,
     iters: u64,
+    start: u64,
 ) -> Duration {
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
@@ -236,7 +240,7 @@ fn run_threads(
             let barrier = &barrier;
             s.spawn(move || {
                 barrier.wait();
-                let mut t = 0u64;
+                let mut t = start;
                 for _ in 0..iters {
                     t += 1_000;
                     beamline_call(reg, key, Timestamp::from_nanos(t));
@@ -262,8 +266,13 @@ fn two_threads(c: &mut Criterion) {
         // Throughput counts every thread's calls: elements per iteration = threads.
         g.throughput(Throughput::Elements(threads as u64));
         let reg = Arc::new(registry());
+        let mut start = 0u64;
         g.bench_with_input(BenchmarkId::new("beamline", name), &threads, |b, &n| {
-            b.iter_custom(|iters| run_threads(&reg, keys, n, iters))
+            b.iter_custom(|iters| {
+                let wall = run_threads(&reg, keys, n, iters, start);
+                start += iters * 1_000;
+                wall
+            })
         });
     }
     g.finish();
