@@ -16,7 +16,18 @@
 //! [`classify`] is the one place async-nats publish errors become [`ErrorKind`]s. A timed
 //! out publish may still have been stored (TOOLING-NOTES): callers must never treat a
 //! timeout as "not stored", which is why the message id is stable across attempts.
+//!
+//! Permissions: a server that may not let this connection publish to a subject drops the
+//! message and says so out of band (`-ERR 'Permissions Violation for Publish to
+//! "<subject>"'`, an async-nats connection event), so the publish itself only times out.
+//! The adapter remembers the subjects the server refused ([`denied_subject`]) and reports
+//! a timed-out publish to one of them as [`ErrorKind::Permission`] (not retried: a retry
+//! cannot succeed); a later acknowledged publish to the subject forgets it (permissions
+//! were changed). Connection events are logged.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
@@ -126,24 +137,122 @@ pub struct JetStreamPublisher {
     client: async_nats::Client,
     context: jetstream::Context,
     stream: String,
+    denied: Arc<DeniedSubjects>,
+}
+
+/// Subjects the server refused this connection permission to publish to.
+#[derive(Debug, Default)]
+struct DeniedSubjects {
+    /// Whether `subjects` may hold anything (the publish path's only check when not).
+    any: AtomicBool,
+    subjects: Mutex<HashSet<String>>,
+}
+
+impl DeniedSubjects {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.subjects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deny(&self, subject: String) {
+        self.lock().insert(subject);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn is_denied(&self, subject: &str) -> bool {
+        self.any.load(Ordering::Acquire) && self.lock().contains(subject)
+    }
+
+    fn allow(&self, subject: &str) {
+        if self.any.load(Ordering::Acquire) {
+            let mut subjects = self.lock();
+            subjects.remove(subject);
+            self.any.store(!subjects.is_empty(), Ordering::Release);
+        }
+    }
+}
+
+/// `url` without its user info, and the user and password it held
+/// (`nats://user:password@host:port`; async-nats does not read them from the URL).
+fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_owned(), None);
+    };
+    let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+    let bare = if scheme.is_empty() {
+        rest[at + 1..].to_owned()
+    } else {
+        format!("{scheme}://{}", &rest[at + 1..])
+    };
+    (bare, Some((user.to_owned(), password.to_owned())))
+}
+
+/// `url` with the password of its user info (if any) hidden, for displays.
+pub fn redact_url(url: &str) -> String {
+    match split_credentials(url) {
+        (bare, Some((user, _))) => match bare.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{user}:<hidden>@{rest}"),
+            None => format!("{user}:<hidden>@{bare}"),
+        },
+        (bare, None) => bare,
+    }
+}
+
+/// The subject of a server's publish-permission error, if `error` is one.
+pub fn denied_subject(error: &async_nats::ServerError) -> Option<String> {
+    const PREFIX: &str = "permissions violation for publish to ";
+    let async_nats::ServerError::Other(text) = error else {
+        return None;
+    };
+    let text = text.trim();
+    let at = text.to_ascii_lowercase().find(PREFIX)?;
+    let subject = text[at + PREFIX.len()..].trim().trim_matches(['"', '\'']);
+    (!subject.is_empty()).then(|| subject.to_owned())
 }
 
 impl JetStreamPublisher {
     /// Connects, then creates or verifies the stream. Acks are awaited at most
     /// `ack_timeout` (use the per-attempt timeout).
     pub async fn connect(config: &NatsConfig, ack_timeout: Duration) -> Result<Self, ConnectError> {
-        let client = async_nats::ConnectOptions::new()
+        let denied = Arc::new(DeniedSubjects::default());
+        let events = Arc::clone(&denied);
+        let (server, credentials) = split_credentials(&config.url);
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = credentials {
+            options = options.user_and_password(user, password);
+        }
+        let client = options
             .name("beamline-router")
+            .event_callback(move |event| {
+                let denied = Arc::clone(&events);
+                async move {
+                    match &event {
+                        async_nats::Event::ServerError(error) => match denied_subject(error) {
+                            Some(subject) => {
+                                tracing::error!(%subject, "the broker refuses this router permission to publish to the subject");
+                                denied.deny(subject);
+                            }
+                            None => tracing::warn!(%error, "broker error"),
+                        },
+                        async_nats::Event::Connected => tracing::info!("connected to the broker"),
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("disconnected from the broker; reconnecting")
+                        }
+                        other => tracing::warn!(event = %other, "broker connection event"),
+                    }
+                }
+            })
             .connection_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
             .client_capacity(config.client_capacity.max(1))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((attempts as u64).saturating_mul(10).min(100))
             })
-            .connect(config.url.as_str())
+            .connect(server.as_str())
             .await
             .map_err(|source| ConnectError::Connect {
-                url: config.url.clone(),
+                url: redact_url(&config.url),
                 source,
             })?;
         let context = jetstream::context::ContextBuilder::new()
@@ -185,6 +294,7 @@ impl JetStreamPublisher {
             client,
             context,
             stream: config.stream.clone(),
+            denied,
         })
     }
 
@@ -269,14 +379,21 @@ impl Publisher for JetStreamPublisher {
         let publish = jetstream::message::PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(message.delivery_id());
-        let to_error =
-            |e: jetstream::context::PublishError| PublishError::new(classify(&e), e.to_string());
+        let subject = subject_for(&message.provider);
+        let to_error = |e: jetstream::context::PublishError| {
+            let kind = match classify(&e) {
+                ErrorKind::Timeout if self.denied.is_denied(&subject) => ErrorKind::Permission,
+                kind => kind,
+            };
+            PublishError::new(kind, e.to_string())
+        };
         let ack_future = self
             .context
-            .send_publish(subject_for(&message.provider), publish)
+            .send_publish(subject.clone(), publish)
             .await
             .map_err(to_error)?;
         let ack = ack_future.await.map_err(to_error)?;
+        self.denied.allow(&subject);
         Ok(PublishAck {
             stream: ack.stream,
             sequence: ack.sequence,
@@ -298,6 +415,60 @@ impl Publisher for JetStreamPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_used_and_never_shown() {
+        assert_eq!(
+            split_credentials("nats://router:s3cret@127.0.0.1:4222"),
+            (
+                "nats://127.0.0.1:4222".to_owned(),
+                Some(("router".to_owned(), "s3cret".to_owned()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".to_owned(), None)
+        );
+        assert_eq!(
+            redact_url("nats://router:s3cret@127.0.0.1:4222"),
+            "nats://router:<hidden>@127.0.0.1:4222"
+        );
+        assert_eq!(redact_url("nats://h:1"), "nats://h:1");
+    }
+
+    #[test]
+    fn publish_permission_errors_name_their_subject() {
+        use async_nats::ServerError;
+        let e = |s: &str| ServerError::Other(s.to_owned());
+        assert_eq!(
+            denied_subject(&e(
+                "Permissions Violation for Publish to \"beamline.provider.p1\""
+            )),
+            Some("beamline.provider.p1".to_owned())
+        );
+        assert_eq!(
+            denied_subject(&e("permissions violation for publish to 'a.b'")),
+            Some("a.b".to_owned())
+        );
+        assert_eq!(
+            denied_subject(&e("Permissions Violation for Subscription to \"x\"")),
+            None
+        );
+        assert_eq!(denied_subject(&ServerError::AuthorizationViolation), None);
+    }
+
+    #[test]
+    fn a_denied_subject_is_forgotten_once_a_publish_to_it_is_acknowledged() {
+        let d = DeniedSubjects::default();
+        assert!(!d.is_denied("s"));
+        d.deny("s".into());
+        d.deny("t".into());
+        assert!(d.is_denied("s"));
+        d.allow("s");
+        assert!(!d.is_denied("s") && d.is_denied("t"));
+        d.allow("t");
+        assert!(!d.any.load(Ordering::Acquire));
+    }
 
     #[test]
     fn every_publish_error_kind_has_a_class() {

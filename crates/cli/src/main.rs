@@ -231,10 +231,7 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = effective_config(&args)?;
     if args.check_config {
-        let printable = ServerConfig {
-            admin_token: config.admin_token.as_ref().map(|_| "<hidden>".into()),
-            ..config.clone()
-        };
+        let printable = config.redacted();
         let valid = config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

@@ -18,7 +18,7 @@
 //! - `GET /admin/broker/messages?subject=`: read back what the broker stored;
 //! - `GET /admin/policies`, `GET|PUT|DELETE /admin/policies/{tenant}`: tenant policies;
 //! - `GET /admin/outbox`: the outbox's depth and backlog per key;
-//! - `GET /admin/config`: the effective configuration (token hidden);
+//! - `GET /admin/config`: the effective configuration (token and broker password hidden);
 //! - `GET /admin/clock`: the router's clock, in ms and µs.
 
 use axum::Json;
@@ -293,11 +293,9 @@ pub async fn transitions(State(app): State<App>, ApiQuery(q): ApiQuery<SinceQuer
     )
 }
 
-/// `GET /admin/config`: the effective configuration, without the admin token.
+/// `GET /admin/config`: the effective configuration, secrets hidden.
 pub async fn config(State(app): State<App>) -> Json<Value> {
-    let mut config = app.config.raw.clone();
-    config.admin_token = config.admin_token.map(|_| "<hidden>".to_owned());
-    Json(serde_json::to_value(&config).unwrap_or(Value::Null))
+    Json(serde_json::to_value(app.config.raw.redacted()).unwrap_or(Value::Null))
 }
 
 /// `GET /admin/clock`

@@ -282,6 +282,19 @@ impl ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// This configuration with its secrets hidden (the admin token, a password in the
+    /// broker URL): what `--check-config` and `GET /admin/config` show.
+    pub fn redacted(&self) -> ServerConfig {
+        let mut shown = self.clone();
+        shown.admin_token = shown.admin_token.map(|_| "<hidden>".to_owned());
+        if let BrokerConfig::Nats(nats) = &mut shown.broker {
+            nats.url = beamline_broker::jetstream::redact_url(&nats.url);
+        }
+        shown
+    }
+}
+
 impl ValidConfig {
     /// The idle period after which closed breakers are dropped.
     pub fn breaker_idle(&self) -> Duration {

@@ -57,17 +57,31 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port with a fresh store and waits until it accepts
     /// connections.
     pub fn start() -> NatsServer {
+        Self::start_with_config("")
+    }
+
+    /// [`NatsServer::start`] with `config` (nats-server configuration text: users,
+    /// permissions, limits) in its configuration file; the port, JetStream and the store
+    /// are set by flags.
+    pub fn start_with_config(config: &str) -> NatsServer {
         let store = tempfile::tempdir().expect("cannot create a temporary store directory");
+        let config = (!config.is_empty()).then(|| {
+            let path = store.path().join("nats.conf");
+            std::fs::write(&path, config).expect("cannot write the nats-server config");
+            path
+        });
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             store,
+            config,
         };
         server.spawn();
         server
@@ -75,7 +89,11 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let log = self.store.path().join("nats.log");
-        let child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(self.store.path().join("js"))
