@@ -296,6 +296,34 @@ fn memory_per_breaker(_c: &mut Criterion) {
         net as f64 / N as f64
     );
     black_box(&reg);
+    drop(reg);
+    // The others, each in the map a router would keep them in (`Map`, as in `many_keys`).
+    let per_entry = |build: &dyn Fn() -> Box<dyn std::any::Any>| {
+        let region = Region::new(GLOBAL);
+        let held = build();
+        let stats = region.change();
+        let net = stats.bytes_allocated as isize - stats.bytes_deallocated as isize
+            + stats.bytes_reallocated;
+        drop(held);
+        net as f64 / N as f64
+    };
+    let failsafe = per_entry(&|| {
+        let map: Map<Failsafe> = Map::new(
+            keys.iter()
+                .map(|k| (k.clone(), failsafe_breaker()))
+                .collect(),
+        );
+        Box::new(map)
+    });
+    let tower = per_entry(&|| {
+        let map: Map<TowerCb> =
+            Map::new(keys.iter().map(|k| (k.clone(), tower_breaker())).collect());
+        Box::new(map)
+    });
+    println!(
+        "memory_per_breaker: failsafe {failsafe:.0} bytes, tower-resilience {tower:.0} bytes per \
+         breaker and map entry, default config"
+    );
 }
 
 criterion_group!(
