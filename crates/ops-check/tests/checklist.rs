@@ -523,3 +523,48 @@ fn runbook_reproduction_scenario_exists() {
         "the runbook has no `beamline-router scenario run` command"
     );
 }
+
+/// The README's configuration example (the TOML block with `[broker]`) is a configuration
+/// the router takes as it is, and so is its embedded-broker variant, and so is the tenant
+/// policy example.
+#[test]
+fn the_readme_config_and_policy_examples_are_valid() {
+    use beamline_server::config::ServerConfig;
+    let readme = read_repo_file("README.md").unwrap();
+    let blocks = markdown::code_blocks(&readme);
+    let config = blocks
+        .iter()
+        .find(|b| b.contains("[broker]") && b.contains("[breaker]"))
+        .expect("the README has a configuration example");
+    let parsed: ServerConfig = toml::from_str(config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+    parsed
+        .clone()
+        .validate()
+        .unwrap_or_else(|e| panic!("the README's example does not validate: {e}"));
+    // `kind = "embedded"` takes only `max_messages`, as the comment in the example says.
+    let embedded = config
+        .lines()
+        .filter(|l| {
+            let key = l.split('=').next().unwrap_or("").trim();
+            !matches!(key, "url" | "duplicate_window_secs")
+        })
+        .map(|l| {
+            l.replace(
+                "kind = \"nats\"",
+                "kind = \"embedded\"\nmax_messages = 1000000",
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let parsed: ServerConfig =
+        toml::from_str(&embedded).unwrap_or_else(|e| panic!("{e}\n{embedded}"));
+    parsed.validate().unwrap();
+    let policy = blocks
+        .iter()
+        .find(|b| b.contains("\"fallbacks\""))
+        .expect("the README has a policy example");
+    beamline_core::policy::TenantPolicyConfig::parse(policy)
+        .unwrap_or_else(|e| panic!("{e}\n{policy}"))
+        .validate(&BreakerConfig::default(), &RetryConfig::default())
+        .unwrap_or_else(|e| panic!("the README's policy does not validate: {e}"));
+}

@@ -4,8 +4,11 @@
 //! loop at once: no broker traffic while open), cuts the attempt at the attempt timeout (or
 //! at the deadline, whichever is first), records exactly one outcome on the permit, and asks
 //! the [`RetryPlan`] whether and when to retry. It never sleeps after the last attempt and
-//! never starts an attempt past the deadline. Retries are also bounded per provider by the
-//! retry budget.
+//! never starts an attempt past the deadline. Retries are also bounded by the retry
+//! budget: one per provider, shared by the tenants that use the router's retry settings;
+//! a tenant whose policy sets its own budget (`budget_percent`, `budget_min_per_sec`)
+//! gets a budget of its own for that provider, so the override means what it says and
+//! that tenant's retries neither draw on nor starve the shared one.
 //!
 //! The message id is the same on every attempt, so a timed-out attempt that the broker
 //! stored after all is de-duplicated when the retry lands.
@@ -18,7 +21,7 @@ use beamline_broker::{OutgoingMessage, PublishAck, Publisher};
 use beamline_core::breaker::{BreakerRegistry, BreakerSettings};
 use beamline_core::retry::{AttemptResult, Cause, Next, RetryBudget, RetryPlan, RetrySettings};
 use beamline_core::rng::SplitMix64;
-use beamline_core::{BreakerKey, Clock, ErrorKind, FailureKind, Outcome, ProviderId};
+use beamline_core::{BreakerKey, Clock, ErrorKind, FailureKind, Outcome, ProviderId, TenantId};
 use beamline_metrics::RouterMetrics;
 
 use crate::clock::TokioClock;
@@ -58,7 +61,8 @@ pub struct Dispatcher {
     publisher: Arc<dyn Publisher>,
     metrics: Arc<RouterMetrics>,
     retry: RetrySettings,
-    budgets: Mutex<HashMap<ProviderId, RetryBudget>>,
+    /// By provider, and tenant when the tenant's policy sets its own budget.
+    budgets: Mutex<HashMap<(ProviderId, Option<TenantId>), RetryBudget>>,
     rng: Mutex<SplitMix64>,
 }
 
@@ -88,12 +92,20 @@ impl Dispatcher {
         &self.retry
     }
 
-    fn with_budget<T>(&self, provider: &ProviderId, f: impl FnOnce(&mut RetryBudget) -> T) -> T {
+    fn with_budget<T>(
+        &self,
+        message: &OutgoingMessage,
+        retry: &RetrySettings,
+        f: impl FnOnce(&mut RetryBudget) -> T,
+    ) -> T {
+        let (own, shared) = (retry.config(), self.retry.config());
+        let tenant = (own.budget_percent != shared.budget_percent
+            || own.budget_min_per_sec != shared.budget_min_per_sec)
+            .then(|| message.tenant.clone());
         let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let config = self.retry.config();
         let budget = budgets
-            .entry(provider.clone())
-            .or_insert_with(|| RetryBudget::new(config.budget_percent, config.budget_min_per_sec));
+            .entry((message.provider.clone(), tenant))
+            .or_insert_with(|| RetryBudget::new(own.budget_percent, own.budget_min_per_sec));
         f(budget)
     }
 
@@ -114,7 +126,7 @@ impl Dispatcher {
         };
         let start = self.clock.now();
         let mut plan = RetryPlan::start(retry, start);
-        self.with_budget(&message.provider, |b| b.deposit(start));
+        self.with_budget(message, retry, |b| b.deposit(start));
         let mut offsets = Vec::with_capacity(retry.config().max_attempts as usize);
         let mut last_error = None;
         loop {
@@ -172,7 +184,7 @@ impl Dispatcher {
             let next = {
                 let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
                 plan.after_attempt(AttemptResult::Failed(attempt), ended, &mut *rng, || {
-                    self.with_budget(&message.provider, |b| b.try_withdraw(ended))
+                    self.with_budget(message, retry, |b| b.try_withdraw(ended))
                 })
             };
             match next {
@@ -190,6 +202,93 @@ impl Dispatcher {
                     });
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use beamline_broker::embedded::EmbeddedBroker;
+    use beamline_broker::faults::{Fault, FaultInjector, FaultRule};
+    use beamline_core::breaker::{BreakerConfig, BreakerMode};
+    use beamline_core::retry::RetryConfig;
+
+    fn retry(budget_percent: f64, budget_min_per_sec: u32) -> RetrySettings {
+        RetryConfig {
+            max_attempts: 3,
+            base_ms: 1,
+            max_ms: 1,
+            attempt_timeout_ms: 100,
+            total_deadline_ms: 1_000,
+            budget_percent,
+            budget_min_per_sec,
+            ..RetryConfig::default()
+        }
+        .validate()
+        .unwrap()
+    }
+
+    fn message(tenant: &str, id: &str) -> OutgoingMessage {
+        OutgoingMessage {
+            tenant: TenantId::try_new(tenant).unwrap(),
+            provider: ProviderId::try_new("p").unwrap(),
+            message_id: id.to_owned(),
+            payload: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_with_its_own_retry_budget_does_not_share_the_providers() {
+        let clock = TokioClock::new();
+        let faults = Arc::new(FaultInjector::new(
+            Arc::new(EmbeddedBroker::new(1000)),
+            Arc::new(clock),
+            1,
+        ));
+        faults
+            .set(FaultRule {
+                provider_id: ProviderId::try_new("p").unwrap(),
+                tenant_id: None,
+                fault: Fault::Error {
+                    kind: ErrorKind::ConnectionRefused,
+                },
+            })
+            .unwrap();
+        let breaker = BreakerConfig {
+            mode: BreakerMode::Disabled,
+            latency_threshold_ms: 50,
+            ..BreakerConfig::default()
+        }
+        .validate(Duration::from_millis(100))
+        .unwrap();
+        let metrics = Arc::new(RouterMetrics::new(10));
+        let registry = Arc::new(BreakerRegistry::new(
+            breaker,
+            1,
+            1,
+            BreakerEvents::new(Arc::clone(&metrics)),
+        ));
+        // The router's budget: no share of the traffic, one retry a second (10 in the window).
+        let dispatcher = Dispatcher::new(clock, registry, faults, metrics, retry(0.0, 1), 1);
+        let attempts = |r: Result<Delivered, Undelivered>| r.err().map(|u| (u.attempts, u.cause));
+        // Tenants on the router's settings exhaust the shared budget...
+        let mut last = None;
+        for i in 0..20 {
+            last = attempts(
+                dispatcher
+                    .dispatch(&message("shared", &i.to_string()), None, None)
+                    .await,
+            );
+        }
+        assert_eq!(last, Some((1, Cause::BudgetExhausted)));
+        // ...which neither a tenant with its own budget draws on, nor it on theirs.
+        let own = retry(1000.0, 100);
+        for i in 0..20 {
+            let r = dispatcher
+                .dispatch(&message("own", &i.to_string()), None, Some(&own))
+                .await;
+            assert_eq!(attempts(r), Some((3, Cause::AttemptsExhausted)));
         }
     }
 }
