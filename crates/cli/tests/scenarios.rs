@@ -154,3 +154,39 @@ async fn the_json_and_html_reports_carry_every_assertion_and_the_charts() {
         );
     }
 }
+
+/// Every scenario against a router that is already running with its own (default)
+/// settings and faults enabled (`scenario run --url`): each scenario's settings reach its
+/// tenants through tenant policies, retry budget included, and all pass or are not
+/// applicable (`close_connection`: the router publishes to the embedded broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes_against_a_running_router() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let router = beamline_test_util::TestRouter::start(beamline_server::config::ServerConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await;
+    let target = Target::Remote {
+        url: format!("http://{}", router.server.addr()),
+        token: beamline_test_util::test_token(),
+    };
+    let report = beamline_scenario::run(RunOptions::quiet(Profile::ci(), target, 7))
+        .await
+        .expect("the run could not be carried out");
+    assert!(report.passed(), "{}", report.render_text());
+    let not_applicable: Vec<&str> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.verdict == Verdict::NotApplicable)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        not_applicable,
+        ["close_connection"],
+        "{}",
+        report.render_text()
+    );
+    router.stop().await;
+}
