@@ -11,12 +11,7 @@ use serde_json::{Value, json};
 
 fn on(nats: Option<&NatsServer>) -> ServerConfig {
     ServerConfig {
-        broker: nats.map_or_else(BrokerConfig::default, |n| {
-            BrokerConfig::Nats(beamline_broker::jetstream::NatsConfig {
-                url: n.url(),
-                ..Default::default()
-            })
-        }),
+        broker: nats.map_or_else(BrokerConfig::default, NatsServer::broker_config),
         ..ServerConfig::default()
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use beamline_server::config::{BrokerConfig, ServerConfig};
+use beamline_server::config::ServerConfig;
 use beamline_test_util::{NatsServer, TestRouter};
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -23,10 +23,7 @@ const SLACK_MS: f64 = 25.0;
 
 fn config(nats: &NatsServer) -> ServerConfig {
     let mut config = ServerConfig {
-        broker: BrokerConfig::Nats(beamline_broker::jetstream::NatsConfig {
-            url: nats.url(),
-            ..Default::default()
-        }),
+        broker: nats.broker_config(),
         ..ServerConfig::default()
     };
     config.breaker.failure_threshold = 0;

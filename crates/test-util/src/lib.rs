@@ -122,6 +122,14 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The router's broker settings for this server (defaults otherwise).
+    pub fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig::Nats(beamline_broker::jetstream::NatsConfig {
+            url: self.url(),
+            ..Default::default()
+        })
+    }
+
     /// Kills the server (SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
