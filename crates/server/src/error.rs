@@ -108,12 +108,28 @@ fn code_for(status: StatusCode) -> &'static str {
 /// Middleware: every error answer is the JSON envelope `{"status":"error","code","message"}`.
 /// The router's handlers write it themselves; this rewrites what the framework answers on
 /// its own (a path segment that is not UTF-8, an extractor's body limit), keeping the
-/// status and its text as the message.
+/// status and its text as the message. An answer given before the body was read (413,
+/// 408) also says `Connection: close`: the server drops the connection with the unread
+/// rest, and a client must not send its next request on it.
 pub async fn json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = next.run(request).await;
+    let mut response = as_json(next.run(request).await).await;
+    if matches!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// `response` as the JSON error envelope, if it is an error that is not JSON yet.
+async fn as_json(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
