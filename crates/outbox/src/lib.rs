@@ -148,9 +148,8 @@ struct Index {
 }
 
 impl Index {
-    fn insert(&mut self, seq: u64, m: &NewMessage) {
+    fn insert(&mut self, seq: u64, m: &NewMessage, delivery_id: String) {
         let key = BreakerKey::new(m.tenant.clone(), m.provider.clone());
-        let delivery_id = m.delivery_id();
         self.queues
             .entry(key.clone())
             .or_default()
@@ -203,7 +202,8 @@ impl Outbox {
         let (log, existing) = RecordLog::open(path)?;
         let mut index = Index::default();
         for (seq, bytes) in existing {
-            index.insert(seq, &Record::decode(&bytes)?);
+            let m = Record::decode(&bytes)?;
+            index.insert(seq, &m, m.delivery_id());
         }
         let reserved = AtomicUsize::new(index.by_seq.len());
         Ok(Outbox {
@@ -223,7 +223,8 @@ impl Outbox {
     /// Stores `message` durably; returns its sequence number once committed (or the
     /// sequence number of the identical message already waiting).
     pub async fn append(&self, message: NewMessage) -> Result<u64, OutboxError> {
-        if let Some(seq) = self.index().by_delivery_id.get(&message.delivery_id()) {
+        let delivery_id = message.delivery_id();
+        if let Some(seq) = self.index().by_delivery_id.get(&delivery_id) {
             return Ok(*seq);
         }
         let capacity = self.inner.capacity;
@@ -247,7 +248,7 @@ impl Outbox {
         };
         match stored {
             Ok(seq) => {
-                self.index().insert(seq, &message);
+                self.index().insert(seq, &message, delivery_id);
                 Ok(seq)
             }
             Err(e) => {

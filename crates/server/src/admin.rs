@@ -27,7 +27,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use beamline_broker::faults::{FaultInjector, FaultRule};
-use beamline_core::breaker::BreakerSnapshot;
+use beamline_core::breaker::{BreakerHandle, BreakerSnapshot};
 use beamline_core::{BreakerKey, Clock, ProviderId, TenantId, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -230,9 +230,11 @@ pub async fn breaker_action(
 ) -> Result<Json<Value>, ApiError> {
     let key = key_from(&tenant, &provider)?;
     let now = app.clock.now();
-    let creates = match action.as_str() {
-        "force-open" | "force-closed" => true,
-        "release" | "reset" => false,
+    let act = match action.as_str() {
+        "force-open" => BreakerHandle::force_open,
+        "force-closed" => BreakerHandle::force_closed,
+        "release" => BreakerHandle::release,
+        "reset" => BreakerHandle::reset,
         other => {
             return Err(ApiError::not_found(
                 "unknown_action",
@@ -243,7 +245,7 @@ pub async fn breaker_action(
     // Holding a key open or closed may come before its first call (the breaker is created,
     // with the tenant policy's settings if it has one); releasing or resetting a breaker
     // that does not exist is an operator's typo.
-    let handle = if creates {
+    let handle = if action.starts_with("force-") {
         let policy = app.router.policies().get(&key.tenant);
         let settings = policy
             .as_ref()
@@ -254,12 +256,7 @@ pub async fn breaker_action(
             .get(&key)
             .ok_or_else(|| breaker_not_found(&key))?
     };
-    match action.as_str() {
-        "force-open" => handle.force_open(now),
-        "force-closed" => handle.force_closed(now),
-        "release" => handle.release(now),
-        _ => handle.reset(now),
-    }
+    act(&handle, now);
     tracing::info!(tenant_id = %key.tenant, provider_id = %key.provider, action = %action, "admin breaker action");
     Ok(Json(breaker_json(&key, &handle.snapshot(now), now)))
 }
@@ -393,6 +390,17 @@ pub struct MessagesQuery {
     subject: Option<String>,
 }
 
+/// One stored message, as either broker reads it back.
+fn message_row(
+    sequence: u64,
+    subject: &str,
+    tenant_id: &str,
+    message_id: &str,
+    delivery_id: &str,
+) -> Value {
+    json!({"sequence": sequence, "subject": subject, "tenant_id": tenant_id, "message_id": message_id, "delivery_id": delivery_id})
+}
+
 /// `GET /admin/broker/messages`
 pub async fn broker_messages(
     State(app): State<App>,
@@ -403,14 +411,30 @@ pub async fn broker_messages(
         embedded
             .messages(subject)
             .into_iter()
-            .map(|m| json!({"sequence": m.sequence, "subject": m.subject, "tenant_id": m.tenant_id, "message_id": m.message_id, "delivery_id": m.delivery_id}))
+            .map(|m| {
+                message_row(
+                    m.sequence,
+                    &m.subject,
+                    &m.tenant_id,
+                    &m.message_id,
+                    &m.delivery_id,
+                )
+            })
             .collect()
     } else if let Some(js) = &app.jetstream {
         js.read_back(subject)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "broker_unavailable", e))?
             .into_iter()
-            .map(|m| json!({"sequence": m.sequence, "subject": m.subject, "tenant_id": m.tenant_id, "message_id": m.message_id, "delivery_id": m.delivery_id}))
+            .map(|m| {
+                message_row(
+                    m.sequence,
+                    &m.subject,
+                    &m.tenant_id,
+                    &m.message_id,
+                    &m.delivery_id,
+                )
+            })
             .collect()
     } else {
         Vec::new()

@@ -440,8 +440,12 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
     }
 
     /// The rejection an acquire at `now` would get, if any; admits and counts nothing
-    /// (lazy transitions applied).
+    /// (lazy transitions applied). Lock-free when the gate admits, as an acquire is, so
+    /// routing's per-request check does not empty the fast lane.
     pub fn peek(&self, now: Timestamp) -> Option<Rejection> {
+        if Breaker::admit_by_gate(self.cell.gate.load(Ordering::Acquire), now).is_some() {
+            return None;
+        }
         self.with(|b, on| b.peek(now, &mut |t| on(t)))
     }
 
