@@ -11,6 +11,7 @@
 pub mod config;
 pub mod machine;
 pub mod registry;
+mod slab;
 pub mod window;
 
 pub use config::{BreakerConfig, BreakerMode, BreakerSettings, ConfigError};

@@ -1,13 +1,21 @@
 //! Validated identifiers and the breaker key.
 //!
 //! Tenant and provider ids arrive from HTTP bodies, config files and trace files; they are
-//! parsed here once, at the edge, into newtypes that are cheap to clone (`Arc<str>`).
-//! Rule for both: 1 to [`MAX_ID_LEN`] characters from `[A-Za-z0-9_-]`. The charset keeps
-//! ids safe as NATS subject tokens (`beamline.provider.<provider_id>`: no `.`, `*`, `>` or
-//! whitespace), as Prometheus label values and as file names.
+//! parsed here once, at the edge, into newtypes that are cheap to clone (one pointer to a
+//! shared allocation). Rule for both: 1 to [`MAX_ID_LEN`] characters from
+//! `[A-Za-z0-9_-]`. The charset keeps ids safe as NATS subject tokens
+//! (`beamline.provider.<provider_id>`: no `.`, `*`, `>` or whitespace), as Prometheus label
+//! values and as file names.
+//!
+//! An id carries its hash, computed once when it is parsed, with a seed drawn at random
+//! for the process (so a tenant cannot choose ids that collide in the router's tables).
+//! Hashing an id, or a [`BreakerKey`], reads no string: the breaker registry finds a key
+//! among hundreds of thousands without touching the bytes of any id but, rarely, two
+//! whose hashes are equal. The hash is not stable across processes; nothing persists it.
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -55,16 +63,36 @@ fn validate_id(s: &str) -> Result<(), IdError> {
     }
 }
 
+/// The process's seed for id hashes.
+static ID_HASHER: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
+
+/// An id's text and its hash, shared by every clone of the id.
+#[derive(PartialEq, Eq)]
+struct IdInner {
+    hash: u64,
+    text: Box<str>,
+}
+
+impl IdInner {
+    fn new(s: &str) -> Arc<Self> {
+        Arc::new(IdInner {
+            hash: ID_HASHER.hash_one(s),
+            text: s.into(),
+        })
+    }
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Eq, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        #[derive(Clone, Eq)]
+        pub struct $name(Arc<IdInner>);
 
         impl std::hash::Hash for $name {
+            #[inline]
             fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                // As `str` hashes: consistent with `eq`, which compares the bytes.
-                (*self.0).hash(state);
+                // Equal ids have equal text, hence equal hashes: consistent with `eq`.
+                state.write_u64(self.0.hash);
             }
         }
 
@@ -72,8 +100,23 @@ macro_rules! id_type {
             #[inline]
             fn eq(&self, other: &Self) -> bool {
                 // Ids handed around by the router usually share one allocation (from the
-                // policy store): comparing pointers first skips reading the bytes.
-                Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+                // policy store, or the key a request looked up): comparing pointers first
+                // skips reading the text, and different hashes mean different text.
+                Arc::ptr_eq(&self.0, &other.0)
+                    || (self.0.hash == other.0.hash && self.0.text == other.0.text)
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            /// By text, as the ids read.
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
             }
         }
 
@@ -81,24 +124,36 @@ macro_rules! id_type {
             /// Parses and validates an id.
             pub fn try_new(s: &str) -> Result<Self, IdError> {
                 validate_id(s)?;
-                Ok($name(Arc::from(s)))
+                Ok($name(IdInner::new(s)))
             }
 
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
-                &self.0
+                &self.0.text
+            }
+
+            /// The id's hash (see the module doc): equal ids have equal hashes.
+            #[inline]
+            pub fn hash64(&self) -> u64 {
+                self.0.hash
+            }
+
+            /// Whether `self` and `other` are the same allocation (a clone of one parse).
+            #[inline]
+            pub fn shares_allocation(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.as_str(), f)
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
@@ -118,7 +173,7 @@ macro_rules! id_type {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
+                s.serialize_str(self.as_str())
             }
         }
 
@@ -154,17 +209,23 @@ impl BreakerKey {
     pub fn new(tenant: TenantId, provider: ProviderId) -> Self {
         BreakerKey { tenant, provider }
     }
+
+    /// The key's hash, from its ids' (see the module doc): equal keys have equal hashes,
+    /// and every bit depends on both ids.
+    #[inline]
+    pub fn hash64(&self) -> u64 {
+        // A folded multiply of the two (already uniform) hashes, each offset so that
+        // neither factor is zero for any id but with probability 2^-64.
+        let t = self.tenant.hash64() ^ 0x243F_6A88_85A3_08D3;
+        let p = self.provider.hash64() ^ 0x1319_8A2E_0370_7344;
+        let m = u128::from(t) * u128::from(p);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
 }
 
 impl fmt::Display for BreakerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.tenant, self.provider)
-    }
-}
-
-impl hashbrown::Equivalent<BreakerKey> for (&str, &str) {
-    fn equivalent(&self, key: &BreakerKey) -> bool {
-        self.0 == key.tenant.as_str() && self.1 == key.provider.as_str()
     }
 }
 
@@ -188,6 +249,30 @@ mod tests {
         for bad in ["a.b", "a*", ">", "a b", "tab\t", "é", "nul\0"] {
             assert!(ProviderId::try_new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn ids_parsed_apart_are_equal_hash_alike_and_order_by_text() {
+        let (a, b) = (
+            TenantId::try_new("acme").unwrap(),
+            TenantId::try_new("acme").unwrap(),
+        );
+        assert!(!a.shares_allocation(&b));
+        assert_eq!(a, b);
+        assert_eq!(a.hash64(), b.hash64());
+        let c = TenantId::try_new("acmf").unwrap();
+        assert_ne!(a, c);
+        assert!(a < c && TenantId::try_new("b").unwrap() > c);
+        let p = ProviderId::try_new("p").unwrap();
+        let k1 = BreakerKey::new(a.clone(), p.clone());
+        let k2 = BreakerKey::new(b, p.clone());
+        assert_eq!(k1.hash64(), k2.hash64());
+        // Swapping the roles of the two hashes gives another key hash.
+        let swapped = BreakerKey::new(
+            TenantId::try_new("p").unwrap(),
+            ProviderId::try_new("acme").unwrap(),
+        );
+        assert_ne!(k1.hash64(), swapped.hash64());
     }
 
     #[test]

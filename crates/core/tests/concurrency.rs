@@ -290,3 +290,81 @@ fn fast_successes_from_many_threads_are_counted_exactly_once() {
         "the window lost or invented a call"
     );
 }
+
+/// Breakers come and go while threads use them: lookups and calls on many keys race with
+/// idle eviction and `reset_all`, which free slots for reuse. A handle must keep its own
+/// breaker for as long as it is held (a slot reused under it would show another key's
+/// calls in its statistics, or lose its own), and every key keeps one breaker at a time.
+#[test]
+fn slots_freed_by_eviction_and_reset_are_never_reused_under_a_held_handle() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 20_000;
+    let settings = BreakerConfig::default()
+        .validate(Duration::from_secs(2))
+        .unwrap();
+    let registry = BreakerRegistry::new(settings, 4, 5, beamline_core::breaker::NoopObserver);
+    let keys: Vec<Vec<BreakerKey>> = (0..THREADS)
+        .map(|t| {
+            (0..50)
+                .map(|k| {
+                    BreakerKey::new(
+                        TenantId::try_new(&format!("t{t}-{k}")).unwrap(),
+                        ProviderId::try_new("p").unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let clock = ManualClock::default();
+    let running = AtomicU64::new(THREADS as u64);
+    /// Counts a worker out when it ends, however it ends (a failed assertion included).
+    struct Done<'a>(&'a AtomicU64);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while running.load(Ordering::Relaxed) > 0 {
+                i += 1;
+                if i.is_multiple_of(50) {
+                    registry.reset_all(clock.now());
+                } else {
+                    registry.evict_idle(clock.now(), Duration::ZERO);
+                }
+            }
+        });
+        for (t, keys) in keys.iter().enumerate() {
+            let (registry, clock, running) = (&registry, &clock, &running);
+            s.spawn(move || {
+                let _done = Done(running);
+                let mut rng = SplitMix64::new(t as u64);
+                for _ in 0..ROUNDS {
+                    let key = &keys[(rng.next_u64() % keys.len() as u64) as usize];
+                    let handle = registry.handle(key);
+                    let before = handle.snapshot(clock.now()).stats;
+                    let calls = 1 + rng.next_u64() % 5;
+                    for _ in 0..calls {
+                        clock.advance(Duration::from_micros(10));
+                        let permit = handle.acquire(clock.now()).unwrap();
+                        permit.record(Outcome::Success, clock.now());
+                    }
+                    let after = handle.snapshot(clock.now()).stats;
+                    assert_eq!(
+                        (after.successes - before.successes, after.failures),
+                        (calls, before.failures),
+                        "{key}: another key's calls, or lost ones"
+                    );
+                    assert_eq!(handle.key(), key);
+                }
+            });
+        }
+    });
+    // Every key has at most one breaker: the tables hold each at most once.
+    let mut seen = std::collections::HashSet::new();
+    for handle in registry.handles() {
+        assert!(seen.insert(handle.key().clone()), "{} twice", handle.key());
+    }
+}

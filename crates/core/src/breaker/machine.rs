@@ -435,12 +435,35 @@ pub struct BreakerSnapshot {
 
 const FREE: u64 = u64::MAX;
 
+/// The bookkeeping of one half-open episode: made when the episode starts and dropped
+/// when it ends, so a closed or open breaker (nearly all of them) holds none.
+#[derive(Clone, Debug)]
+struct Episode {
+    /// Probes admitted (less those that reported `ignored`).
+    admitted: u32,
+    /// Consecutive probe successes.
+    successes: u32,
+    /// When each in-flight probe started ([`FREE`] for a free slot): one slot per probe the
+    /// episode may admit.
+    starts: Box<[u64]>,
+}
+
+impl Episode {
+    fn new(slots: u32) -> Box<Self> {
+        Box::new(Episode {
+            admitted: 0,
+            successes: 0,
+            starts: vec![FREE; slots as usize].into_boxed_slice(),
+        })
+    }
+
+    fn in_flight(&self) -> impl Iterator<Item = u64> + '_ {
+        self.starts.iter().copied().filter(|s| *s != FREE)
+    }
+}
+
 /// One circuit breaker. Not thread-safe by itself: see [`super::BreakerRegistry`].
 #[derive(Clone, Debug)]
-// Laid out hot first (`repr(C)` keeps the order): what a closed-state record touches sits
-// in the first cache lines of the breaker, ahead of the window's buckets and of the fields
-// only open and half-open need.
-#[repr(C)]
 pub struct Breaker {
     settings: Arc<BreakerSettings>,
     generation: u64,
@@ -452,18 +475,19 @@ pub struct Breaker {
     since: Timestamp,
     open_until: Timestamp,
     openings_since_close: u32,
-    probes_admitted: u32,
-    probe_successes: u32,
-    probe_starts: Box<[u64]>,
+    /// The current half-open episode (half-open only).
+    episode: Option<Box<Episode>>,
     rng: SplitMix64,
-    last_opening: Option<Opening>,
+    // The last opening, as [`Opening`] (kept apart so the small fields pack together).
+    last_opening_at: Timestamp,
+    last_opening_reason: Option<TransitionReason>,
+    last_opening_rules: RuleSet,
 }
 
 impl Breaker {
     /// A closed breaker created at `now`; `seed` drives its open-timeout jitter.
     pub fn new(settings: Arc<BreakerSettings>, now: Timestamp, seed: u64) -> Self {
         let window = SlidingWindow::new(settings.buckets, settings.bucket_nanos);
-        let slots = settings.config().half_open_max_calls as usize;
         Breaker {
             state: State::Closed,
             forced: None,
@@ -472,11 +496,11 @@ impl Breaker {
             open_until: now,
             openings_since_close: 0,
             window,
-            probes_admitted: 0,
-            probe_successes: 0,
-            probe_starts: vec![FREE; slots].into_boxed_slice(),
+            episode: None,
             rng: SplitMix64::new(seed),
-            last_opening: None,
+            last_opening_at: now,
+            last_opening_reason: None,
+            last_opening_rules: RuleSet::EMPTY,
             last_used: now,
             stats: BreakerStats::default(),
             settings,
@@ -511,8 +535,10 @@ impl Breaker {
         self.last_used = self.last_used.max(now);
         let decision = match self.decision(now) {
             Ok(Some(slot)) => {
-                self.probe_starts[slot] = now.as_nanos();
-                self.probes_admitted += 1;
+                if let Some(episode) = self.episode.as_mut() {
+                    episode.starts[slot] = now.as_nanos();
+                    episode.admitted += 1;
+                }
                 // `slot` < half_open_max_calls <= 64.
                 Ok(Role::Probe(slot as u8))
             }
@@ -578,9 +604,13 @@ impl Breaker {
 
     fn free_probe_slot(&self, now: Timestamp) -> Result<usize, Rejection> {
         let max = self.settings.config().half_open_max_calls;
-        let free = self.probe_starts.iter().position(|s| *s == FREE);
+        let free = self
+            .episode
+            .as_ref()
+            .filter(|e| e.admitted < max)
+            .and_then(|e| e.starts.iter().position(|s| *s == FREE));
         match free {
-            Some(slot) if self.probes_admitted < max => Ok(slot),
+            Some(slot) => Ok(slot),
             _ => {
                 let retry_after = self
                     .earliest_lease_end()
@@ -647,6 +677,12 @@ impl Breaker {
         self.window.record_successes(lane.from, n);
     }
 
+    /// The generation a gate word carries.
+    #[inline]
+    pub(crate) fn gate_generation(gate: u64) -> u64 {
+        gate >> 2
+    }
+
     /// The admission `gate` grants without the lock, if any.
     #[inline]
     pub(crate) fn admit_by_gate(gate: u64, now: Timestamp) -> Option<Admission> {
@@ -656,7 +692,7 @@ impl Breaker {
             _ => return None,
         };
         Some(Admission {
-            generation: gate >> 2,
+            generation: Breaker::gate_generation(gate),
             started: now,
             role,
             counted: false,
@@ -762,13 +798,16 @@ impl Breaker {
         now: Timestamp,
         on: &mut impl FnMut(Transition),
     ) {
-        if let Some(start) = self.probe_starts.get_mut(usize::from(slot)) {
+        let Some(episode) = self.episode.as_mut() else {
+            return; // half-open always has an episode
+        };
+        if let Some(start) = episode.starts.get_mut(usize::from(slot)) {
             *start = FREE;
         }
         match outcome {
             Outcome::Success => {
-                self.probe_successes += 1;
-                if self.probe_successes >= self.settings.config().success_threshold {
+                episode.successes += 1;
+                if episode.successes >= self.settings.config().success_threshold {
                     self.enter(
                         State::Closed,
                         now,
@@ -781,7 +820,7 @@ impl Breaker {
             Outcome::Failure(_) => {
                 self.open(now, TransitionReason::HalfOpenFailure, RuleSet::EMPTY, on);
             }
-            Outcome::Ignored => self.probes_admitted = self.probes_admitted.saturating_sub(1),
+            Outcome::Ignored => episode.admitted = episode.admitted.saturating_sub(1),
         }
     }
 
@@ -811,12 +850,7 @@ impl Breaker {
     }
 
     fn earliest_lease_end(&self) -> Option<Timestamp> {
-        let start = self
-            .probe_starts
-            .iter()
-            .copied()
-            .filter(|s| *s != FREE)
-            .min()?;
+        let start = self.episode.as_ref()?.in_flight().min()?;
         Some(Timestamp::from_nanos(
             start.saturating_add(self.settings.probe_lease_nanos),
         ))
@@ -839,7 +873,7 @@ impl Breaker {
         let jitter = self.settings.config().open_timeout_jitter;
         let timeout = (jittered(capped as f64, jitter, &mut self.rng) as u64).max(1);
         self.open_until = Timestamp::from_nanos(at.as_nanos().saturating_add(timeout));
-        self.last_opening = Some(Opening { at, reason, rules });
+        self.set_last_opening(at, reason, rules);
         self.enter(State::Open, at, reason, rules, on);
     }
 
@@ -856,9 +890,8 @@ impl Breaker {
         self.generation += 1;
         self.since = at;
         self.window.end_run();
-        self.probes_admitted = 0;
-        self.probe_successes = 0;
-        self.probe_starts.fill(FREE);
+        self.episode = (to == State::HalfOpen)
+            .then(|| Episode::new(self.settings.config().half_open_max_calls));
         if to == State::Closed {
             self.window.clear();
             self.openings_since_close = 0;
@@ -870,6 +903,21 @@ impl Breaker {
             reason,
             rules,
         });
+    }
+
+    fn set_last_opening(&mut self, at: Timestamp, reason: TransitionReason, rules: RuleSet) {
+        self.last_opening_at = at;
+        self.last_opening_reason = Some(reason);
+        self.last_opening_rules = rules;
+    }
+
+    /// The last time the breaker opened, and why.
+    pub fn last_opening(&self) -> Option<Opening> {
+        self.last_opening_reason.map(|reason| Opening {
+            at: self.last_opening_at,
+            reason,
+            rules: self.last_opening_rules,
+        })
     }
 
     /// The state at `now`, lazy transitions applied.
@@ -895,11 +943,11 @@ impl Breaker {
             error_rate: window.error_rate(),
             slow_call_rate: window.slow_rate(),
             consecutive_failures: self.window.run_failures(),
-            probes_admitted: self.probes_admitted,
-            probes_in_flight: self.probe_starts.iter().filter(|s| **s != FREE).count() as u32,
-            probe_successes: self.probe_successes,
+            probes_admitted: self.episode.as_ref().map_or(0, |e| e.admitted),
+            probes_in_flight: self.episode.as_ref().map_or(0, |e| e.in_flight().count()) as u32,
+            probe_successes: self.episode.as_ref().map_or(0, |e| e.successes),
             openings_since_close: self.openings_since_close,
-            last_opening: self.last_opening,
+            last_opening: self.last_opening(),
             stats: self.stats,
         }
     }
@@ -909,11 +957,7 @@ impl Breaker {
         self.advance(now, on);
         self.forced = Some(Forced::Open);
         if self.state != State::Open {
-            self.last_opening = Some(Opening {
-                at: now,
-                reason: TransitionReason::Manual,
-                rules: RuleSet::EMPTY,
-            });
+            self.set_last_opening(now, TransitionReason::Manual, RuleSet::EMPTY);
             self.enter(
                 State::Open,
                 now,
@@ -983,8 +1027,6 @@ impl Breaker {
     ) {
         self.reset(now, on);
         self.window = SlidingWindow::new(settings.buckets, settings.bucket_nanos);
-        self.probe_starts =
-            vec![FREE; settings.config().half_open_max_calls as usize].into_boxed_slice();
         self.settings = settings;
     }
 
@@ -995,6 +1037,9 @@ impl Breaker {
 
     /// Heap bytes owned by this breaker (the settings are shared and not counted).
     pub fn heap_bytes(&self) -> usize {
-        self.window.heap_bytes() + std::mem::size_of_val(&*self.probe_starts)
+        self.window.heap_bytes()
+            + self.episode.as_ref().map_or(0, |e| {
+                std::mem::size_of::<Episode>() + std::mem::size_of_val(&*e.starts)
+            })
     }
 }

@@ -1,15 +1,30 @@
 //! The breaker registry: one [`Breaker`] per [`BreakerKey`], shared by every thread.
 //!
-//! Breakers are created on first use and live in shards (a hash table behind a
-//! reader-writer lock each, chosen by the key's hash), so threads working on different keys
-//! rarely meet, and lookups of one key from many threads share the shard. A request
-//! looks its breaker up once ([`BreakerRegistry::handle`]) and then takes one [`Permit`] per
-//! attempt; the permit reports exactly one outcome, and a permit dropped without a report
-//! counts as `Ignored` (which frees a half-open probe slot).
+//! Breakers are created on first use. A request looks its breaker up once
+//! ([`BreakerRegistry::handle`]) and then takes one [`Permit`] per attempt; the permit
+//! reports exactly one outcome, and a permit dropped without a report counts as `Ignored`
+//! (which frees a half-open probe slot).
 //!
 //! Every transition, whoever causes it (an acquire, a record, a read, an admin action), is
 //! reported to the registry's [`BreakerObserver`] while the breaker's lock is held, so an
 //! observer sees each key's transitions in order. Observers must be quick (count, log).
+//!
+//! # Layout: what a call touches
+//! A router may hold hundreds of thousands of breakers, and a call on one of them should
+//! touch as little memory as possible. So each breaker is split in two, and both parts
+//! live in [`Slab`]s (arrays that grow in chunks and never move, so a handle borrows them
+//! straight from the registry, with no reference count):
+//! - its **cell**: one cache line of atomics, the lock-free gate and fast lane below, in a
+//!   dense array of cells (64 bytes per breaker: 100,000 breakers' cells fit in 6.4 MB);
+//! - its **state**: the [`Breaker`] behind a mutex, which only the slow path touches.
+//!
+//! Keys map to slots through shards (a hash table behind a reader-writer lock each, chosen
+//! by the key's hash), so threads working on different keys rarely meet, and lookups of
+//! one key from many threads share the shard. A table entry holds the key (two pointers)
+//! and the slot; keys hash through the hashes their ids carry ([`BreakerKey::hash64`]), so
+//! a lookup reads no id text unless two different ids' allocations must be compared. A
+//! call on a breaker already in the table touches its shard's lock and table, and its
+//! cell: nothing else.
 //!
 //! # The lock-free closed path
 //! In closed state (the state nearly every call meets) `acquire` takes no lock: every
@@ -24,34 +39,46 @@
 //! Nearly every outcome a healthy breaker sees is a fast success, and a fast success
 //! cannot open a breaker whose window holds no failure and no slow call: it only needs
 //! counting. So while that holds, every holder of the lock *arms* the breaker's fast lane
-//! before releasing it (the head bucket's span and the generation, see
-//! [`Breaker::fast_lane`]), and a success reported inside it is counted with one
-//! compare-and-swap on the lane's word, no lock. Every holder of the lock first takes the
-//! lane's count and hands it to the breaker ([`Breaker::absorb_fast_successes`]), so
-//! whatever happens under the lock (an outcome, a read, an admin action) sees every
-//! success counted before it, exactly as if each had taken the lock itself. The word
-//! carries an arming sequence number with the count, so a success can only be counted
-//! into the arming whose span and generation it was checked against. Anything else (a
-//! failure, a slow call, a probe, a success past the head bucket, a breaker with failures
-//! in its window) takes the lock. One difference: idle time (for eviction) counts from
-//! the start of the bucket of the last fast success, not from the success itself.
+//! before releasing it (the head bucket's span and the latency bound, see
+//! [`Breaker::fast_lane`]; the lane's generation is the gate's), and a success reported
+//! inside it is counted with one compare-and-swap on the lane's word, no lock. Every
+//! holder of the lock first takes the lane's count and hands it to the breaker
+//! ([`Breaker::absorb_fast_successes`]), so whatever happens under the lock (an outcome, a
+//! read, an admin action) sees every success counted before it, exactly as if each had
+//! taken the lock itself. The word carries an arming sequence number with the count, so a
+//! success can only be counted into the arming whose span and generation it was checked
+//! against. Anything else (a failure, a slow call, a probe, a success past the head bucket,
+//! a breaker with failures in its window) takes the lock. One difference: idle time (for
+//! eviction) counts from the start of the bucket of the last fast success, not from the
+//! success itself.
 //!
+//! # Slots: eviction and reuse
+//! A handle *pins* its slot (a count in the cell, taken under the shard's read lock).
 //! Idle eviction ([`BreakerRegistry::evict_idle`]) drops closed, unforced breakers that
-//! nobody holds and that saw no call for the idle period.
+//! nobody pins and that saw no call for the idle period, under the shard's write lock (so
+//! no lookup can pin them meanwhile), and their slots are reused by the next breakers
+//! created. [`BreakerRegistry::reset_all`] empties the tables even of pinned breakers:
+//! those are *detached*, keep working for the handles that hold them, and their slot is
+//! reused once the last of those handles is dropped. A slot's arming numbers continue
+//! across reuses, so a stale lane word can never match.
+//!
+//! Slots are `u32`: past 4,294,967,295 live breakers (terabytes of them) new keys share one
+//! overflow breaker instead of getting their own. Nothing panics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hashbrown::DefaultHashBuilder;
 use hashbrown::HashTable;
-use std::hash::BuildHasher;
 
 use super::config::BreakerSettings;
 use super::machine::{
     Admission, Breaker, BreakerSnapshot, FastLane, RecordEffect, Rejection, State, Transition,
 };
+use super::slab::Slab;
 use crate::keys::BreakerKey;
+use crate::message::payload_fingerprint;
 use crate::outcome::Outcome;
 use crate::time::Timestamp;
 
@@ -73,42 +100,52 @@ impl BreakerObserver for NoopObserver {
     fn on_transition(&self, _key: &BreakerKey, _transition: &Transition) {}
 }
 
-/// Bits of a [`FastLaneCell`] word that count successes; the rest is the arming number.
+/// Bits of a lane word that count successes; the rest is the arming number.
 const LANE_COUNT_BITS: u32 = 24;
 const LANE_COUNT_MASK: u64 = (1 << LANE_COUNT_BITS) - 1;
 
-/// A breaker's fast lane (see the module doc), shared lock-free. The span, generation and
-/// latency bound are written by the lock holder only while the lane is disarmed (word 0),
-/// then published by storing the word; a success checked against them counts only if the
-/// word still names that arming.
+/// The `refs` bit of a cell that left its table while pinned (see the module doc).
+const DETACHED: u32 = 1 << 31;
+
+/// A breaker's lock-free part, alone on its cache line (see the module doc).
+///
+/// The lane's span and latency bound are written by the lock holder only while the lane
+/// is disarmed (word 0), then published by storing the word; a success checked against
+/// them (and against the gate's generation) counts only if the word still names that
+/// arming when its compare-and-swap lands.
 #[derive(Debug, Default)]
-struct FastLaneCell {
+#[repr(align(64))]
+struct Cell {
+    /// [`Breaker::gate`] as of the last release of the breaker's lock.
+    gate: AtomicU64,
     /// `arming << LANE_COUNT_BITS | successes`; 0 while disarmed. Arming numbers start at
-    /// 1 and wrap within their 40 bits, skipping 0.
-    word: AtomicU64,
-    generation: AtomicU64,
-    from: AtomicU64,
-    until: AtomicU64,
-    slow_above: AtomicU64,
+    /// 1 and wrap within `u32`, skipping 0.
+    lane: AtomicU64,
+    lane_from: AtomicU64,
+    lane_until: AtomicU64,
+    lane_slow_above: AtomicU64,
+    /// Handles pinning this cell, plus [`DETACHED`].
+    refs: AtomicU32,
+    /// The last arming number (written under the breaker's lock only).
+    armings: AtomicU32,
 }
 
-impl FastLaneCell {
+impl Cell {
     /// Counts one success of `admission` at `now`, if the lane takes it.
     #[inline]
     fn try_count(&self, admission: &Admission, now: Timestamp) -> bool {
-        let mut word = self.word.load(Ordering::Acquire);
+        let mut word = self.lane.load(Ordering::Acquire);
         if word == 0 {
             return false;
         }
-        let lane = self.lane();
-        if !admission.fits_fast_lane(&lane, now) {
+        if !admission.fits_fast_lane(&self.fast_lane(), now) {
             return false;
         }
         loop {
             if word & LANE_COUNT_MASK == LANE_COUNT_MASK {
                 return false; // full: the lock holder empties it
             }
-            match self.word.compare_exchange_weak(
+            match self.lane.compare_exchange_weak(
                 word,
                 word + 1,
                 Ordering::AcqRel,
@@ -124,94 +161,68 @@ impl FastLaneCell {
         }
     }
 
-    fn lane(&self) -> FastLane {
+    /// The lane as armed. Read after an acquiring load of an armed word, it is that
+    /// arming's lane, or a later one's, in which case the word has moved on and the
+    /// compare-and-swap fails.
+    #[inline]
+    fn fast_lane(&self) -> FastLane {
         FastLane {
-            generation: self.generation.load(Ordering::Relaxed),
-            from: self.from.load(Ordering::Relaxed),
-            until: self.until.load(Ordering::Relaxed),
-            slow_above: self.slow_above.load(Ordering::Relaxed),
+            generation: Breaker::gate_generation(self.gate.load(Ordering::Relaxed)),
+            from: self.lane_from.load(Ordering::Relaxed),
+            until: self.lane_until.load(Ordering::Relaxed),
+            slow_above: self.lane_slow_above.load(Ordering::Relaxed),
         }
     }
 
     /// Disarms the lane and hands its successes to `breaker` (lock held).
     fn drain_into(&self, breaker: &mut Breaker) {
-        if self.word.load(Ordering::Relaxed) == 0 {
+        if self.lane.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let word = self.word.swap(0, Ordering::AcqRel);
+        let word = self.lane.swap(0, Ordering::AcqRel);
         let n = (word & LANE_COUNT_MASK) as u32; // 24 bits
         if n > 0 {
-            breaker.absorb_fast_successes(self.lane(), n);
+            breaker.absorb_fast_successes(self.fast_lane(), n);
         }
     }
 
-    /// Arms the lane for `breaker`'s current state, if it has one (lock held, lane empty).
-    fn arm(&self, breaker: &Breaker, armings: &mut u64) {
+    /// Publishes `breaker`'s gate and arms the lane for its state, if it has one (lock
+    /// held, lane disarmed).
+    fn publish(&self, breaker: &Breaker) {
+        self.gate.store(breaker.gate(), Ordering::Release);
         if let Some(lane) = breaker.fast_lane() {
-            self.generation.store(lane.generation, Ordering::Relaxed);
-            self.from.store(lane.from, Ordering::Relaxed);
-            self.until.store(lane.until, Ordering::Relaxed);
-            self.slow_above.store(lane.slow_above, Ordering::Relaxed);
-            *armings = (*armings % ((1 << (64 - LANE_COUNT_BITS)) - 1)) + 1;
-            self.word
-                .store(*armings << LANE_COUNT_BITS, Ordering::Release);
+            self.lane_from.store(lane.from, Ordering::Relaxed);
+            self.lane_until.store(lane.until, Ordering::Relaxed);
+            self.lane_slow_above
+                .store(lane.slow_above, Ordering::Relaxed);
+            let arming = self.armings.load(Ordering::Relaxed).wrapping_add(1).max(1);
+            self.armings.store(arming, Ordering::Relaxed);
+            self.lane
+                .store(u64::from(arming) << LANE_COUNT_BITS, Ordering::Release);
         }
     }
 }
 
-/// A breaker and its key, as stored in the registry.
+/// Runs `f` on the breaker under its lock, with every fast success counted first; then
+/// publishes the gate and re-arms the lane for whatever state `f` left.
+fn locked<T>(cell: &Cell, state: &Mutex<Breaker>, f: impl FnOnce(&mut Breaker) -> T) -> T {
+    // A panic while holding the lock cannot leave a breaker half-updated in a way that
+    // matters more than losing the key's protection, so poisoning is ignored.
+    let mut breaker = state.lock().unwrap_or_else(PoisonError::into_inner);
+    cell.drain_into(&mut breaker);
+    let result = f(&mut breaker);
+    cell.publish(&breaker);
+    result
+}
+
+/// A table entry: a key and the slot of its breaker.
 #[derive(Debug)]
-#[repr(C)] // key, gate, lane and lock first: a lookup, an acquire and a fast success touch
-// the first cache lines only
-pub struct BreakerCell {
+struct Entry {
     key: BreakerKey,
-    /// [`Breaker::gate`] as of the last release of `breaker`'s lock.
-    gate: AtomicU64,
-    lane: FastLaneCell,
-    breaker: Mutex<Locked>,
+    slot: u32,
 }
 
-/// What the cell's lock guards: the breaker, and the lane's arming counter.
-#[derive(Debug)]
-struct Locked {
-    breaker: Breaker,
-    armings: u64,
-}
-
-impl BreakerCell {
-    fn new(key: BreakerKey, breaker: Breaker) -> Self {
-        let cell = BreakerCell {
-            key,
-            gate: AtomicU64::new(breaker.gate()),
-            lane: FastLaneCell::default(),
-            breaker: Mutex::new(Locked {
-                breaker,
-                armings: 0,
-            }),
-        };
-        cell.with(|_| ());
-        cell
-    }
-
-    /// Runs `f` on the breaker under its lock, with every fast success counted first; then
-    /// publishes the gate and re-arms the lane for whatever state `f` left.
-    fn with<T>(&self, f: impl FnOnce(&mut Breaker) -> T) -> T {
-        // A panic while holding the lock cannot leave a breaker half-updated in a way that
-        // matters more than losing the key's protection, so poisoning is ignored.
-        let mut guard = self
-            .breaker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let locked = &mut *guard;
-        self.lane.drain_into(&mut locked.breaker);
-        let result = f(&mut locked.breaker);
-        self.gate.store(locked.breaker.gate(), Ordering::Release);
-        self.lane.arm(&locked.breaker, &mut locked.armings);
-        result
-    }
-}
-
-type Table = HashTable<Arc<BreakerCell>>;
+type Table = HashTable<Entry>;
 
 /// One shard, alone on its cache lines (128 bytes: adjacent-line prefetch pairs lines), so
 /// threads working on keys of different shards never contend for a line. Lookups share
@@ -224,19 +235,39 @@ impl Shard {
     // A panic while holding a shard lock leaves the table consistent (hashbrown's
     // operations do not unwind half-done), so poisoning is ignored.
     fn read(&self) -> RwLockReadGuard<'_, Table> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Table> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Cells per chunk of the cell slab (64 KiB) and breakers per chunk of the state slab.
+const CELL_CHUNK_BITS: u32 = 10;
+const STATE_CHUNK_BITS: u32 = 6;
+
+/// The slot number no breaker has: the overflow breaker's.
+const OVERFLOW: u32 = u32::MAX;
+
+/// Which slots are taken.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Slots below this have been handed out at least once.
+    next: u32,
+    /// Slots handed out and given back.
+    free: Vec<u32>,
 }
 
 /// All breakers of a router.
 #[derive(Debug)]
 pub struct BreakerRegistry<O> {
     shards: Box<[Shard]>,
-    hasher: DefaultHashBuilder,
+    cells: Slab<Cell>,
+    states: Slab<Mutex<Breaker>>,
+    slots: Mutex<Slots>,
+    /// Shared by the keys created once every slot is taken (see the module doc).
+    overflow: (Cell, Mutex<Breaker>),
     defaults: Arc<BreakerSettings>,
     observer: O,
     seed: u64,
@@ -244,13 +275,23 @@ pub struct BreakerRegistry<O> {
 
 impl<O: BreakerObserver> BreakerRegistry<O> {
     /// A registry with `shards` shards (rounded up to a power of two, at least 1) whose new
-    /// breakers use `defaults`; `seed` drives their jitter.
+    /// breakers use `defaults`; `seed` drives their jitter (with the key: the same seed and
+    /// key give the same open timeouts, run after run).
     pub fn new(defaults: BreakerSettings, shards: usize, seed: u64, observer: O) -> Self {
         let n = shards.max(1).next_power_of_two();
+        let defaults = Arc::new(defaults);
+        let overflow = (
+            Cell::default(),
+            Mutex::new(Breaker::new(Arc::clone(&defaults), Timestamp::ZERO, seed)),
+        );
+        locked(&overflow.0, &overflow.1, |_| ());
         BreakerRegistry {
             shards: (0..n).map(|_| Shard(RwLock::new(Table::new()))).collect(),
-            hasher: DefaultHashBuilder::default(),
-            defaults: Arc::new(defaults),
+            cells: Slab::new(CELL_CHUNK_BITS),
+            states: Slab::new(STATE_CHUNK_BITS),
+            slots: Mutex::new(Slots::default()),
+            overflow,
+            defaults,
             observer,
             seed,
         }
@@ -266,80 +307,112 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         &self.defaults
     }
 
-    fn hash(&self, tenant: &str, provider: &str) -> u64 {
-        self.hasher.hash_one((tenant, provider))
-    }
-
     fn shard(&self, hash: u64) -> &Shard {
-        // High bits choose the shard; the table itself uses the low bits.
+        // Bits 48.. choose the shard; the table uses the low bits for the position and the
+        // top seven for its tags.
         &self.shards[(hash >> 48) as usize & (self.shards.len() - 1)]
     }
 
+    /// The cell and state of `slot`.
+    #[inline]
+    fn parts(&self, slot: u32) -> (&Cell, &Mutex<Breaker>) {
+        if slot == OVERFLOW {
+            return (&self.overflow.0, &self.overflow.1);
+        }
+        // A slot is created in both slabs before it is put in a table or handed to a
+        // handle, and chunks are never removed: every slot a caller can name exists.
+        #[allow(clippy::expect_used)]
+        let cell = self.cells.get(slot).expect("slot created before use");
+        #[allow(clippy::expect_used)]
+        let state = self.states.get(slot).expect("slot created before use");
+        (cell, state)
+    }
+
+    /// A handle on `slot` for `key`; the caller has pinned the slot.
+    fn pinned<'r>(&'r self, slot: u32, key: Cow<'r, BreakerKey>) -> BreakerHandle<'r, O> {
+        let (cell, state) = self.parts(slot);
+        BreakerHandle {
+            registry: self,
+            key,
+            cell,
+            state,
+            slot,
+        }
+    }
+
+    /// Pins `entry`'s slot (shard lock held) and hands out a handle on it.
+    fn pin<'r>(&'r self, entry: &Entry, key: Cow<'r, BreakerKey>) -> BreakerHandle<'r, O> {
+        let handle = self.pinned(entry.slot, key);
+        // Relaxed: eviction and reset take the shard's write lock before they look.
+        handle.cell.refs.fetch_add(1, Ordering::Relaxed);
+        handle
+    }
+
     /// The breaker for `key`, created with the default settings if missing.
-    pub fn handle(&self, key: &BreakerKey) -> BreakerHandle<'_, O> {
+    pub fn handle<'r>(&'r self, key: &'r BreakerKey) -> BreakerHandle<'r, O> {
         self.handle_with(key, &self.defaults)
     }
 
     /// The breaker for `key`, created with `settings` if missing. An existing breaker keeps
     /// its settings until it is reset through [`BreakerRegistry::replace_settings`].
-    pub fn handle_with(
-        &self,
-        key: &BreakerKey,
+    pub fn handle_with<'r>(
+        &'r self,
+        key: &'r BreakerKey,
         settings: &Arc<BreakerSettings>,
-    ) -> BreakerHandle<'_, O> {
-        let hash = self.hash(key.tenant.as_str(), key.provider.as_str());
-        let eq = |c: &Arc<BreakerCell>| c.key == *key;
+    ) -> BreakerHandle<'r, O> {
+        let hash = key.hash64();
         let shard = self.shard(hash);
-        let found = shard.read().find(hash, eq).map(Arc::clone);
-        let cell = match found {
-            Some(cell) => cell,
-            None => {
-                let mut table = shard.write();
-                // Another thread may have created it between the two locks.
-                match table.find(hash, eq) {
-                    Some(cell) => Arc::clone(cell),
-                    None => {
-                        let now = Timestamp::ZERO;
-                        let breaker = Breaker::new(Arc::clone(settings), now, self.seed ^ hash);
-                        let cell = Arc::new(BreakerCell::new(key.clone(), breaker));
-                        let hasher = &self.hasher;
-                        table.insert_unique(hash, Arc::clone(&cell), |c| {
-                            hasher.hash_one((c.key.tenant.as_str(), c.key.provider.as_str()))
-                        });
-                        cell
-                    }
-                }
-            }
-        };
-        BreakerHandle {
-            registry: self,
-            cell,
+        if let Some(entry) = shard.read().find(hash, |e| e.key == *key) {
+            return self.pin(entry, Cow::Borrowed(key));
         }
+        let mut table = shard.write();
+        // Another thread may have created it between the two locks.
+        if let Some(entry) = table.find(hash, |e| e.key == *key) {
+            return self.pin(entry, Cow::Borrowed(key));
+        }
+        let Some(slot) = self.take_slot() else {
+            return self.pinned(OVERFLOW, Cow::Borrowed(key));
+        };
+        // The slot is new, or was given back by a breaker no table names and no handle
+        // pins: nobody else can reach it until the entry below is published.
+        let seed = self.seed ^ key_seed(key);
+        let cell = self.cells.get_or_create(slot, Cell::default);
+        let state = self.states.get_or_create(slot, || {
+            Mutex::new(Breaker::new(Arc::clone(settings), Timestamp::ZERO, seed))
+        });
+        cell.refs.store(0, Ordering::Relaxed);
+        locked(cell, state, |b| {
+            *b = Breaker::new(Arc::clone(settings), Timestamp::ZERO, seed);
+        });
+        let entry = table.insert_unique(
+            hash,
+            Entry {
+                key: key.clone(),
+                slot,
+            },
+            |e| e.key.hash64(),
+        );
+        self.pin(entry.get(), Cow::Borrowed(key))
     }
 
     /// The breaker for `key` if it exists (never creates one).
-    pub fn get(&self, key: &BreakerKey) -> Option<BreakerHandle<'_, O>> {
-        let hash = self.hash(key.tenant.as_str(), key.provider.as_str());
-        let cell = self
-            .shard(hash)
-            .read()
-            .find(hash, |c| c.key == *key)
-            .map(Arc::clone)?;
-        Some(BreakerHandle {
-            registry: self,
-            cell,
-        })
+    pub fn get<'r>(&'r self, key: &'r BreakerKey) -> Option<BreakerHandle<'r, O>> {
+        let hash = key.hash64();
+        let table = self.shard(hash).read();
+        let entry = table.find(hash, |e| e.key == *key)?;
+        Some(self.pin(entry, Cow::Borrowed(key)))
     }
 
     /// Every breaker, in no particular order.
     pub fn handles(&self) -> Vec<BreakerHandle<'_, O>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.read();
-            out.extend(shard.iter().map(|cell| BreakerHandle {
-                registry: self,
-                cell: Arc::clone(cell),
-            }));
+            let table = shard.read();
+            out.extend(
+                table
+                    .iter()
+                    .map(|entry| self.pin(entry, Cow::Owned(entry.key.clone()))),
+            );
         }
         out
     }
@@ -374,45 +447,106 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn evict_idle(&self, now: Timestamp, idle: Duration) -> usize {
         let mut evicted = 0;
         for shard in self.shards.iter() {
-            let mut shard = shard.write();
-            shard.retain(|cell| {
-                let keep = Arc::strong_count(cell) > 1 || !cell.with(|b| b.is_evictable(now, idle));
-                evicted += usize::from(!keep);
+            let mut table = shard.write();
+            table.retain(|entry| {
+                let (cell, state) = self.parts(entry.slot);
+                // Write lock held: no lookup can pin the cell while we look.
+                let keep = cell.refs.load(Ordering::Acquire) != 0
+                    || !locked(cell, state, |b| b.is_evictable(now, idle));
+                if !keep {
+                    self.give_back(entry.slot);
+                    evicted += 1;
+                }
                 keep
             });
         }
         evicted
     }
 
-    /// Removes every breaker (tests and `reset all`).
+    /// Removes every breaker (tests and `reset all`). Handles still held keep working on
+    /// their (reset) breaker, which no lookup finds any more.
     pub fn reset_all(&self, now: Timestamp) {
         for handle in self.handles() {
             handle.reset(now);
         }
+        let (cell, state) = &self.overflow;
+        locked(cell, state, |b| b.reset(now, &mut |_| ()));
         for shard in self.shards.iter() {
-            shard.write().clear();
+            for entry in shard.write().drain() {
+                let (cell, _) = self.parts(entry.slot);
+                if cell.refs.fetch_or(DETACHED, Ordering::AcqRel) == 0 {
+                    self.give_back(entry.slot); // no holder: free now
+                }
+            }
         }
+    }
+
+    fn take_slot(&self) -> Option<u32> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = slots.free.pop() {
+            return Some(slot);
+        }
+        let slot = slots.next;
+        if slot == OVERFLOW {
+            return None;
+        }
+        slots.next += 1;
+        Some(slot)
+    }
+
+    fn give_back(&self, slot: u32) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.free.push(slot);
     }
 }
 
-/// One breaker, looked up. Cheap to keep for the length of a request.
+/// The part of a breaker's jitter seed that comes from its key: stable across processes
+/// (unlike [`BreakerKey::hash64`]), so a router started with the same seed draws the same
+/// open timeouts for the same key.
+fn key_seed(key: &BreakerKey) -> u64 {
+    payload_fingerprint(key.tenant.as_str().as_bytes()).rotate_left(32)
+        ^ payload_fingerprint(key.provider.as_str().as_bytes())
+}
+
+/// One breaker, looked up: it borrows the registry (and the caller's key), pins the
+/// breaker against eviction, and is cheap to keep for the length of a request.
 #[derive(Debug)]
 pub struct BreakerHandle<'r, O> {
     registry: &'r BreakerRegistry<O>,
-    cell: Arc<BreakerCell>,
+    key: Cow<'r, BreakerKey>,
+    cell: &'r Cell,
+    state: &'r Mutex<Breaker>,
+    slot: u32,
+}
+
+impl<O> Drop for BreakerHandle<'_, O> {
+    fn drop(&mut self) {
+        if self.slot == OVERFLOW {
+            return;
+        }
+        if self.cell.refs.fetch_sub(1, Ordering::AcqRel) == DETACHED | 1 {
+            // The last holder of a breaker that left its table: the slot is free.
+            let mut slots = self
+                .registry
+                .slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            slots.free.push(self.slot);
+        }
+    }
 }
 
 impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
     /// The key.
     pub fn key(&self) -> &BreakerKey {
-        &self.cell.key
+        &self.key
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Breaker, &mut dyn FnMut(Transition)) -> T) -> T {
         let observer = &self.registry.observer;
-        let key = &self.cell.key;
+        let key = &*self.key;
         let mut on = |t: Transition| observer.on_transition(key, &t);
-        self.cell.with(|breaker| f(breaker, &mut on))
+        locked(self.cell, self.state, |breaker| f(breaker, &mut on))
     }
 
     /// Asks to make one call at `now`.
@@ -431,9 +565,7 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
                 admission: Some(admission),
             }),
             Err(rejection) => {
-                self.registry
-                    .observer
-                    .on_rejection(&self.cell.key, &rejection);
+                self.registry.observer.on_rejection(&self.key, &rejection);
                 Err(rejection)
             }
         }
@@ -461,7 +593,7 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
 
     /// The breaker's settings.
     pub fn settings(&self) -> Arc<BreakerSettings> {
-        self.cell.with(|b| Arc::clone(b.settings()))
+        locked(self.cell, self.state, |b| Arc::clone(b.settings()))
     }
 
     /// Holds the breaker open until released.
@@ -485,14 +617,14 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
     }
 
     fn record(&self, admission: Admission, outcome: Outcome, now: Timestamp) -> RecordEffect {
-        let effect = if outcome == Outcome::Success && self.cell.lane.try_count(&admission, now) {
+        let effect = if outcome == Outcome::Success && self.cell.try_count(&admission, now) {
             RecordEffect::Counted
         } else {
             self.with(|b, on| b.record(admission, outcome, now, &mut |t| on(t)))
         };
         self.registry
             .observer
-            .on_outcome(&self.cell.key, outcome, effect);
+            .on_outcome(&self.key, outcome, effect);
         effect
     }
 }
@@ -532,5 +664,126 @@ impl<O: BreakerObserver> Drop for Permit<'_, '_, O> {
             self.handle
                 .record(admission, Outcome::Ignored, admission.started());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerConfig;
+    use crate::keys::{ProviderId, TenantId};
+    use crate::outcome::FailureKind;
+
+    fn key(tenant: &str) -> BreakerKey {
+        BreakerKey::new(
+            TenantId::try_new(tenant).unwrap(),
+            ProviderId::try_new("p").unwrap(),
+        )
+    }
+
+    fn registry() -> BreakerRegistry<NoopObserver> {
+        let settings = BreakerConfig::default()
+            .validate(Duration::from_secs(2))
+            .unwrap();
+        BreakerRegistry::new(settings, 2, 7, NoopObserver)
+    }
+
+    fn fail(handle: &BreakerHandle<'_, NoopObserver>, at: Timestamp) {
+        let permit = handle.acquire(at).unwrap();
+        permit.record(Outcome::Failure(FailureKind::BrokerError), at);
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn an_evicted_breakers_slot_serves_the_next_key_with_a_fresh_breaker() {
+        let reg = registry();
+        let (a, b) = (key("a"), key("b"));
+        let t0 = Timestamp::from_millis(1);
+        fail(&reg.handle(&a), t0);
+        assert_eq!(reg.handle(&a).snapshot(t0).stats.failures, 1);
+        let later = t0.add(HOUR);
+        assert_eq!(reg.evict_idle(later, HOUR), 1);
+        assert!(reg.get(&a).is_none());
+        // `b` takes the freed slot: nothing of `a` shows through.
+        let snap = reg.handle(&b).snapshot(later);
+        assert_eq!((snap.stats.failures, snap.window.calls), (0, 0));
+        assert_eq!(reg.slots.lock().unwrap().next, 1, "the slot was reused");
+        // `a` comes back fresh, in a new slot.
+        assert_eq!(reg.handle(&a).snapshot(later).stats.failures, 0);
+        assert_eq!(reg.len(), 2);
+    }
+
+    #[test]
+    fn a_pinned_breaker_is_not_evicted() {
+        let reg = registry();
+        let a = key("a");
+        let held = reg.handle(&a);
+        let later = Timestamp::from_millis(1).add(HOUR);
+        assert_eq!(reg.evict_idle(later, Duration::ZERO), 0);
+        drop(held);
+        assert_eq!(reg.evict_idle(later, Duration::ZERO), 1);
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn a_handle_held_across_reset_all_keeps_its_breaker_until_it_is_dropped() {
+        let reg = registry();
+        let (a, b) = (key("a"), key("b"));
+        let t = Timestamp::from_millis(1);
+        let held = reg.handle(&a);
+        reg.reset_all(t);
+        assert!(reg.is_empty());
+        // The detached breaker still works for its holder, and its slot is not reused.
+        held.force_open(t);
+        assert_eq!(held.state(t), State::Open);
+        assert_eq!(reg.handle(&b).state(t), State::Closed);
+        assert_eq!(
+            reg.handle(&a).state(t),
+            State::Closed,
+            "a lookup finds a new breaker"
+        );
+        assert_eq!(reg.slots.lock().unwrap().next, 3);
+        drop(held);
+        // Now the slot is free, and the next key gets it fresh.
+        let c = key("c");
+        let snap = reg.handle(&c).snapshot(t);
+        assert_eq!((snap.state, snap.forced), (State::Closed, None));
+        assert_eq!(reg.slots.lock().unwrap().next, 3, "the slot was reused");
+    }
+
+    #[test]
+    fn the_lane_of_a_reused_slot_never_counts_for_its_new_breaker() {
+        let reg = registry();
+        let (a, b) = (key("a"), key("b"));
+        let t = Timestamp::from_millis(1);
+        // `a` leaves its lane armed with one success counted.
+        let h = reg.handle(&a);
+        h.acquire(t).unwrap().record(Outcome::Success, t);
+        drop(h);
+        let later = t.add(HOUR);
+        assert_eq!(reg.evict_idle(later, HOUR), 1);
+        let h = reg.handle(&b);
+        let snap = h.snapshot(later);
+        assert_eq!((snap.stats.successes, snap.window.calls), (0, 0));
+        h.acquire(later).unwrap().record(Outcome::Success, later);
+        assert_eq!(h.snapshot(later).stats.successes, 1);
+    }
+
+    #[test]
+    fn past_the_last_slot_new_keys_share_the_overflow_breaker() {
+        let reg = registry();
+        reg.slots.lock().unwrap().next = OVERFLOW;
+        let (a, b) = (key("a"), key("b"));
+        let t = Timestamp::from_millis(1);
+        let ha = reg.handle(&a);
+        assert_eq!(ha.key(), &a);
+        ha.force_open(t);
+        let hb = reg.handle(&b);
+        assert_eq!((hb.key(), hb.state(t)), (&b, State::Open));
+        assert!(reg.is_empty(), "overflow keys are in no table");
+        drop((ha, hb));
+        reg.reset_all(t);
+        assert_eq!(reg.handle(&a).state(t), State::Closed);
     }
 }

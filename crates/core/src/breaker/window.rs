@@ -6,11 +6,14 @@
 //! - no event older than the window is ever counted (its epoch is at most `c - buckets`);
 //! - every event younger than the window minus one bucket is counted.
 //!
-//! Running totals are kept so a read is O(1); sliding forward subtracts every bucket that
-//! left the window (all of them after an idle gap longer than the window: the fault of
-//! rubyist/circuitbreaker PR #36 was to clear only one). Memory is one allocation of
-//! `buckets` small buckets, made at construction (inline in the breaker up to
-//! [`INLINE_BUCKETS`]); recording never allocates.
+//! The buckets form a ring behind the newest epoch (the *head*): sliding the head forward
+//! empties every bucket it passes, so a bucket only ever holds the epoch its index has in
+//! the window, and needs no epoch of its own. Running totals are kept so a read is O(1);
+//! sliding forward subtracts every bucket that left the window (all of them after an idle
+//! gap longer than the window: the fault of rubyist/circuitbreaker PR #36 was to clear
+//! only one). Memory is `buckets` buckets of 16 bytes, inline in the breaker up to
+//! [`INLINE_BUCKETS`] (the default config has 10), one allocation at construction beyond;
+//! recording never allocates.
 //!
 //! Events stamped earlier than the newest bucket (threads racing to the breaker's lock)
 //! are counted in their own bucket while it is still in the window, and dropped otherwise.
@@ -21,8 +24,9 @@
 //! run stops counting when its bucket leaves the window. So the consecutive-failure rule
 //! obeys window monotonicity like the rate rules do: four failures, a quiet gap longer than
 //! the window, then one failure is a run of one, not five (the fault of case BR05). Each
-//! bucket remembers how many failures of which run it holds; a run's failures leave the
-//! running total as their bucket leaves the window, in O(1) like the other totals.
+//! bucket counts the failures of the current run it holds, and the run's total is their
+//! sum; ending a run that has failures empties those counts (O(buckets), once per run),
+//! so a run's failures leave the total as their bucket leaves the window, in O(1).
 
 use serde::Serialize;
 
@@ -69,60 +73,40 @@ fn ratio(part: u32, whole: u32) -> f64 {
     }
 }
 
+/// One epoch's counts (which epoch follows from its index and the head).
 #[derive(Clone, Copy, Debug, Default)]
 struct Bucket {
-    epoch: u64,
     counts: WindowCounts,
-    /// Failures of run `run_id` recorded in this bucket.
+    /// Failures of the current run recorded in this bucket.
     run_failures: u32,
-    run_id: u32,
 }
 
 /// Windows of up to this many buckets keep them inline (the default config has 10): one
-/// allocation less per breaker, and no pointer to chase on the hot path.
+/// allocation less per breaker, and no pointer to chase.
 pub const INLINE_BUCKETS: usize = 10;
 
-/// The buckets: inline up to [`INLINE_BUCKETS`], on the heap beyond.
+/// The buckets: inline up to [`INLINE_BUCKETS`] (only the first `len` are used), on the
+/// heap beyond.
 // The inline variant is the point: it keeps the default window inside the breaker.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Buckets {
-    Inline {
-        len: u8,
-        data: [Bucket; INLINE_BUCKETS],
-    },
+    Inline([Bucket; INLINE_BUCKETS]),
     Heap(Box<[Bucket]>),
 }
 
 impl Buckets {
     fn new(n: usize) -> Self {
         if n <= INLINE_BUCKETS {
-            Buckets::Inline {
-                len: n as u8, // n <= INLINE_BUCKETS
-                data: [Bucket::default(); INLINE_BUCKETS],
-            }
+            Buckets::Inline([Bucket::default(); INLINE_BUCKETS])
         } else {
             Buckets::Heap(vec![Bucket::default(); n].into_boxed_slice())
         }
     }
-}
 
-impl std::ops::Deref for Buckets {
-    type Target = [Bucket];
-    #[inline]
-    fn deref(&self) -> &[Bucket] {
+    fn all(&mut self) -> &mut [Bucket] {
         match self {
-            Buckets::Inline { len, data } => &data[..usize::from(*len)],
-            Buckets::Heap(b) => b,
-        }
-    }
-}
-
-impl std::ops::DerefMut for Buckets {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [Bucket] {
-        match self {
-            Buckets::Inline { len, data } => &mut data[..usize::from(*len)],
+            Buckets::Inline(data) => data,
             Buckets::Heap(b) => b,
         }
     }
@@ -130,55 +114,55 @@ impl std::ops::DerefMut for Buckets {
 
 /// The sliding window. Times are nanoseconds on the breaker's clock.
 #[derive(Clone, Debug)]
-// The scalars first (`repr(C)`): they share a cache line; the buckets follow.
-#[repr(C)]
 pub struct SlidingWindow {
     bucket_nanos: u64,
     head_epoch: u64,
-    /// Where the head bucket starts and ends, and its index: the hot path (an event in the
-    /// newest bucket) needs no division.
-    head_start: u64,
-    head_end: u64,
-    head_index: usize,
     totals: WindowCounts,
-    /// The current failure run (wraps; a bucket outlives at most one window, so a stale id
-    /// could only collide after 2^32 runs within one window).
-    run_id: u32,
-    /// Failures of the current run still in the window.
+    /// Failures of the current run still in the window: the sum of the buckets' counts.
     run_total: u32,
+    len: u32,
+    /// `head_epoch % len`: an event in the newest bucket needs no division.
+    head_index: u32,
     buckets: Buckets,
 }
 
 impl SlidingWindow {
     /// An empty window of `buckets` buckets (at least 1) of `bucket_nanos` (at least 1).
     pub fn new(buckets: u32, bucket_nanos: u64) -> Self {
-        let n = buckets.max(1) as usize;
-        let bucket_nanos = bucket_nanos.max(1);
+        let len = buckets.max(1);
         SlidingWindow {
-            buckets: Buckets::new(n),
-            bucket_nanos,
+            buckets: Buckets::new(len as usize),
+            bucket_nanos: bucket_nanos.max(1),
             head_epoch: 0,
-            head_start: 0,
-            head_end: bucket_nanos,
             head_index: 0,
+            len,
             totals: WindowCounts::default(),
-            run_id: 0,
             run_total: 0,
         }
     }
 
-    fn len(&self) -> u64 {
-        self.buckets.len() as u64
+    fn index(&self, epoch: u64) -> u32 {
+        (epoch % u64::from(self.len)) as u32 // < len
     }
 
-    fn index(&self, epoch: u64) -> usize {
-        (epoch % self.len()) as usize
+    fn bucket(&mut self, index: u32) -> &mut Bucket {
+        let len = self.len as usize;
+        // `index` < len <= the buckets' length: `index` and `len` come from `self.len`.
+        &mut self.buckets.all()[..len][index as usize]
+    }
+
+    fn head_start(&self) -> u64 {
+        self.head_epoch.saturating_mul(self.bucket_nanos)
+    }
+
+    fn head_end(&self) -> u64 {
+        self.head_start().saturating_add(self.bucket_nanos)
     }
 
     /// Slides the window so that it ends at `now_nanos`. Earlier times change nothing.
     #[inline]
     pub fn advance(&mut self, now_nanos: u64) {
-        if now_nanos < self.head_end {
+        if now_nanos < self.head_end() {
             return; // within (or before) the head bucket: nothing slides
         }
         self.slide(now_nanos);
@@ -189,29 +173,21 @@ impl SlidingWindow {
         if epoch <= self.head_epoch {
             return;
         }
-        if epoch - self.head_epoch >= self.len() {
-            self.buckets.fill(Bucket::default());
+        if epoch - self.head_epoch >= u64::from(self.len) {
+            let len = self.len as usize;
+            self.buckets.all()[..len].fill(Bucket::default());
             self.totals = WindowCounts::default();
             self.run_total = 0;
         } else {
             for e in self.head_epoch + 1..=epoch {
                 let i = self.index(e);
-                let old = std::mem::take(&mut self.buckets[i]);
-                self.forget(old);
+                let old = std::mem::take(self.bucket(i));
+                self.totals.sub(old.counts);
+                self.run_total = self.run_total.saturating_sub(old.run_failures);
             }
         }
         self.head_epoch = epoch;
-        self.head_start = epoch * self.bucket_nanos;
-        self.head_end = self.head_start.saturating_add(self.bucket_nanos);
         self.head_index = self.index(epoch);
-    }
-
-    /// Takes a bucket's counts out of the totals.
-    fn forget(&mut self, old: Bucket) {
-        self.totals.sub(old.counts);
-        if old.run_id == self.run_id {
-            self.run_total = self.run_total.saturating_sub(old.run_failures);
-        }
     }
 
     /// Records one completed call at `now_nanos`. A success ends the failure run; a failure
@@ -244,7 +220,7 @@ impl SlidingWindow {
 
     /// The span `[start, end)` of the newest bucket, as of the last advance.
     pub fn head_span(&self) -> (u64, u64) {
-        (self.head_start, self.head_end)
+        (self.head_start(), self.head_end())
     }
 
     /// Adds `event` (one failure, or successes only) at `now_nanos`.
@@ -254,34 +230,18 @@ impl SlidingWindow {
         if !failure {
             self.end_run();
         }
-        let (epoch, i) = if now_nanos >= self.head_start {
-            (self.head_epoch, self.head_index)
+        let i = if now_nanos >= self.head_start() {
+            self.head_index
         } else {
             let epoch = now_nanos / self.bucket_nanos;
-            if epoch + self.len() <= self.head_epoch {
+            if epoch + u64::from(self.len) <= self.head_epoch {
                 return; // older than the window: never counted
             }
-            (epoch, self.index(epoch))
+            self.index(epoch)
         };
-        if self.buckets[i].epoch != epoch {
-            // A bucket emptied by `advance` takes its new epoch on its first event.
-            let old = std::mem::replace(
-                &mut self.buckets[i],
-                Bucket {
-                    epoch,
-                    ..Bucket::default()
-                },
-            );
-            self.forget(old);
-        }
-        let run_id = self.run_id;
-        let bucket = &mut self.buckets[i];
+        let bucket = self.bucket(i);
         bucket.counts.add(event);
         if failure {
-            if bucket.run_id != run_id {
-                bucket.run_id = run_id;
-                bucket.run_failures = 0;
-            }
             bucket.run_failures = bucket.run_failures.saturating_add(event.failures);
             self.run_total = self.run_total.saturating_add(event.failures);
         }
@@ -290,8 +250,12 @@ impl SlidingWindow {
 
     /// Ends the current failure run: the next failure starts a run of one.
     pub fn end_run(&mut self) {
-        self.run_id = self.run_id.wrapping_add(1);
-        self.run_total = 0;
+        if self.run_total > 0 {
+            self.run_total = 0;
+            for bucket in self.buckets.all() {
+                bucket.run_failures = 0;
+            }
+        }
     }
 
     /// Failures of the current run (no success since, no [`SlidingWindow::end_run`]) still
@@ -320,15 +284,15 @@ impl SlidingWindow {
     /// Empties the window and ends the failure run.
     pub fn clear(&mut self) {
         // The head position stays: the buckets are empty, whatever epoch they are given.
-        self.buckets.fill(Bucket::default());
+        self.buckets.all().fill(Bucket::default());
         self.totals = WindowCounts::default();
-        self.end_run();
+        self.run_total = 0;
     }
 
     /// Heap bytes held by this window.
     pub fn heap_bytes(&self) -> usize {
         match &self.buckets {
-            Buckets::Inline { .. } => 0,
+            Buckets::Inline(_) => 0,
             Buckets::Heap(b) => std::mem::size_of_val(&**b),
         }
     }
