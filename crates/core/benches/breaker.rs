@@ -17,108 +17,24 @@
 // A benchmark measures wall time; the injected-clock rule is for the router's code.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "support/competitors.rs"]
+mod competitors;
+
 use std::hint::black_box;
-use std::pin::Pin;
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use beamline_core::breaker::{BreakerRegistry, BreakerSettings, NoopObserver};
+use beamline_core::breaker::{BreakerRegistry, NoopObserver};
 use beamline_core::rng::{JitterRng, SplitMix64};
-use beamline_core::{BreakerKey, Outcome, ProviderId, TenantId, Timestamp};
+use beamline_core::{BreakerKey, Outcome, Timestamp};
+use competitors::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use failsafe::CircuitBreaker as _;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower::Service;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const MANY: usize = 100_000;
-
-/// `n` keys over `n / 10` tenants and 10 providers; as in a router, ids are parsed once
-/// (one allocation per tenant and per provider) and shared by the keys that name them.
-fn keys(n: usize) -> Vec<BreakerKey> {
-    let providers: Vec<ProviderId> = (0..10)
-        .map(|p| ProviderId::try_new(&format!("provider-{p}")).unwrap())
-        .collect();
-    let tenants: Vec<TenantId> = (0..n.div_ceil(10))
-        .map(|t| TenantId::try_new(&format!("tenant-{t}")).unwrap())
-        .collect();
-    (0..n)
-        .map(|i| BreakerKey::new(tenants[i / 10].clone(), providers[i % 10].clone()))
-        .collect()
-}
-
-fn registry() -> BreakerRegistry<NoopObserver> {
-    BreakerRegistry::new(BreakerSettings::defaults(), 64, 1, NoopObserver)
-}
-
-/// One call through beamline: lookup, acquire, record.
-#[inline]
-fn beamline_call(reg: &BreakerRegistry<NoopObserver>, key: &BreakerKey, now: Timestamp) {
-    let handle = reg.handle(key);
-    let permit = handle.acquire(now).expect("closed");
-    black_box(permit.record(Outcome::Success, now));
-}
-
-type Failsafe = failsafe::StateMachine<
-    failsafe::failure_policy::OrElse<
-        failsafe::failure_policy::SuccessRateOverTimeWindow<failsafe::backoff::EqualJittered>,
-        failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::EqualJittered>,
-    >,
-    (),
->;
-
-fn failsafe_breaker() -> Failsafe {
-    failsafe::Config::new().build()
-}
-
-fn failsafe_call(cb: &Failsafe) {
-    black_box(cb.call(|| Ok::<(), ()>(()))).unwrap();
-}
-
-type Inner = tower::util::ServiceFn<fn(()) -> std::future::Ready<Result<(), ()>>>;
-type TowerCb = tower_resilience::circuitbreaker::CircuitBreaker<
-    Inner,
-    tower_resilience::circuitbreaker::DefaultClassifier,
->;
-
-fn tower_breaker() -> TowerCb {
-    let layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .build()
-        .unwrap();
-    let inner: fn(()) -> std::future::Ready<Result<(), ()>> = |_| std::future::ready(Ok(()));
-    layer.layer_fn(tower::service_fn(inner))
-}
-
-/// One call through tower-resilience: poll_ready, call, poll the (ready) future once.
-fn tower_call(svc: &mut TowerCb) {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-    let mut fut = svc.call(());
-    match Pin::new(&mut fut).poll(&mut cx) {
-        Poll::Ready(r) => {
-            black_box(r).unwrap();
-        }
-        Poll::Pending => panic!("tower-resilience future pending on a ready inner service"),
-    }
-}
-
-/// A thread-safe map from key to a competitor's breaker, as a router would keep them: a
-/// read lock and a lookup per call (our registry's shards play this part for beamline).
-type Map<T> = std::sync::RwLock<hashbrown::HashMap<BreakerKey, T>>;
-
-fn failsafe_keyed(map: &Map<Failsafe>, key: &BreakerKey) {
-    failsafe_call(map.read().unwrap().get(key).unwrap());
-}
-
-/// tower services are `Clone` and take `&mut self`: the idiomatic shared use clones the
-/// service out of the map for each request.
-fn tower_keyed(map: &Map<TowerCb>, key: &BreakerKey) {
-    let mut svc = map.read().unwrap().get(key).unwrap().clone();
-    tower_call(&mut svc);
-}
 
 /// The breaker operation alone, on a breaker already in hand (one key, one thread).
 fn breaker_op(c: &mut Criterion) {
@@ -172,12 +88,12 @@ fn single_key(c: &mut Criterion) {
         })
     });
 
-    let map: Map<Failsafe> = Map::new([(key.clone(), failsafe_breaker())].into_iter().collect());
+    let map = map_of(std::slice::from_ref(&key), failsafe_breaker);
     g.bench_function("failsafe", |b| {
         b.iter(|| failsafe_keyed(&map, black_box(&key)))
     });
 
-    let map: Map<TowerCb> = Map::new([(key.clone(), tower_breaker())].into_iter().collect());
+    let map = map_of(std::slice::from_ref(&key), tower_breaker);
     g.bench_function("tower_resilience", |b| {
         b.iter(|| tower_keyed(&map, black_box(&key)))
     });
@@ -205,17 +121,13 @@ fn many_keys(c: &mut Criterion) {
     });
     drop(reg);
 
-    let map: Map<Failsafe> = Map::new(
-        keys.iter()
-            .map(|k| (k.clone(), failsafe_breaker()))
-            .collect(),
-    );
+    let map = map_of(&keys, failsafe_breaker);
     g.bench_function("failsafe", |b| {
         b.iter(|| failsafe_keyed(&map, &keys[pick(&mut rng)]))
     });
     drop(map);
 
-    let map: Map<TowerCb> = Map::new(keys.iter().map(|k| (k.clone(), tower_breaker())).collect());
+    let map = map_of(&keys, tower_breaker);
     g.bench_function("tower_resilience", |b| {
         b.iter(|| tower_keyed(&map, &keys[pick(&mut rng)]))
     });
@@ -307,19 +219,8 @@ fn memory_per_breaker(_c: &mut Criterion) {
         drop(held);
         net as f64 / N as f64
     };
-    let failsafe = per_entry(&|| {
-        let map: Map<Failsafe> = Map::new(
-            keys.iter()
-                .map(|k| (k.clone(), failsafe_breaker()))
-                .collect(),
-        );
-        Box::new(map)
-    });
-    let tower = per_entry(&|| {
-        let map: Map<TowerCb> =
-            Map::new(keys.iter().map(|k| (k.clone(), tower_breaker())).collect());
-        Box::new(map)
-    });
+    let failsafe = per_entry(&|| Box::new(map_of(&keys, failsafe_breaker)));
+    let tower = per_entry(&|| Box::new(map_of(&keys, tower_breaker)));
     println!(
         "memory_per_breaker: failsafe {failsafe:.0} bytes, tower-resilience {tower:.0} bytes per \
          breaker and map entry, default config"

@@ -138,10 +138,17 @@ macro_rules! id_type {
                 self.0.hash
             }
 
-            /// Whether `self` and `other` are the same allocation (a clone of one parse).
+            /// The address of the id's shared allocation: equal for clones of one parse,
+            /// different for any two ids alive at once that are not.
             #[inline]
-            pub fn shares_allocation(&self, other: &Self) -> bool {
-                Arc::ptr_eq(&self.0, &other.0)
+            pub fn allocation(&self) -> usize {
+                Arc::as_ptr(&self.0) as usize
+            }
+
+            /// An id the crate knows to be valid, not checked.
+            pub(crate) fn known_valid(s: &str) -> Self {
+                debug_assert!(validate_id(s).is_ok(), "{s:?}");
+                $name(IdInner::new(s))
             }
         }
 
@@ -196,30 +203,106 @@ id_type!(
 );
 
 /// The key of one circuit breaker: `(tenant_id, provider_id)`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// It carries its hash (computed from its ids' when it is made), so that hashing it reads
+/// nothing but the key itself.
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
+#[serde(from = "KeyFields", into = "KeyFields")]
 pub struct BreakerKey {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// The provider.
-    pub provider: ProviderId,
+    tenant: TenantId,
+    provider: ProviderId,
+    hash: u64,
+}
+
+/// How a key is written: its two ids.
+#[derive(Serialize, Deserialize)]
+struct KeyFields {
+    tenant: TenantId,
+    provider: ProviderId,
+}
+
+impl From<KeyFields> for BreakerKey {
+    fn from(k: KeyFields) -> Self {
+        BreakerKey::new(k.tenant, k.provider)
+    }
+}
+
+impl From<BreakerKey> for KeyFields {
+    fn from(k: BreakerKey) -> Self {
+        KeyFields {
+            tenant: k.tenant,
+            provider: k.provider,
+        }
+    }
 }
 
 impl BreakerKey {
     /// The key of `tenant`'s breaker for `provider`.
     pub fn new(tenant: TenantId, provider: ProviderId) -> Self {
-        BreakerKey { tenant, provider }
+        // A folded multiply of the two (already uniform) hashes, each offset so that
+        // neither factor is zero for any id but with probability 2^-64.
+        let t = tenant.hash64() ^ 0x243F_6A88_85A3_08D3;
+        let p = provider.hash64() ^ 0x1319_8A2E_0370_7344;
+        let m = u128::from(t) * u128::from(p);
+        let hash = (m as u64) ^ ((m >> 64) as u64);
+        BreakerKey {
+            tenant,
+            provider,
+            hash,
+        }
+    }
+
+    /// The tenant.
+    #[inline]
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The provider.
+    #[inline]
+    pub fn provider(&self) -> &ProviderId {
+        &self.provider
     }
 
     /// The key's hash, from its ids' (see the module doc): equal keys have equal hashes,
     /// and every bit depends on both ids.
     #[inline]
     pub fn hash64(&self) -> u64 {
-        // A folded multiply of the two (already uniform) hashes, each offset so that
-        // neither factor is zero for any id but with probability 2^-64.
-        let t = self.tenant.hash64() ^ 0x243F_6A88_85A3_08D3;
-        let p = self.provider.hash64() ^ 0x1319_8A2E_0370_7344;
-        let m = u128::from(t) * u128::from(p);
-        (m as u64) ^ ((m >> 64) as u64)
+        self.hash
+    }
+
+    /// The addresses of its ids' allocations ([`TenantId::allocation`]): two keys alive at
+    /// once with the same addresses are equal, without reading any id.
+    #[inline]
+    pub fn allocations(&self) -> [usize; 2] {
+        [self.tenant.allocation(), self.provider.allocation()]
+    }
+}
+
+impl PartialEq for BreakerKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.tenant == other.tenant && self.provider == other.provider
+    }
+}
+
+impl std::hash::Hash for BreakerKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for BreakerKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for BreakerKey {
+    /// By tenant, then provider.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.tenant, &self.provider).cmp(&(&other.tenant, &other.provider))
     }
 }
 
@@ -257,7 +340,8 @@ mod tests {
             TenantId::try_new("acme").unwrap(),
             TenantId::try_new("acme").unwrap(),
         );
-        assert!(!a.shares_allocation(&b));
+        assert_ne!(a.allocation(), b.allocation());
+        assert_eq!(a.allocation(), a.clone().allocation());
         assert_eq!(a, b);
         assert_eq!(a.hash64(), b.hash64());
         let c = TenantId::try_new("acmf").unwrap();

@@ -211,7 +211,7 @@ impl RouterMetrics {
     }
 
     fn key(&self, key: &BreakerKey) -> KeyLabels {
-        self.key_of(&key.tenant, key.provider.as_str())
+        self.key_of(key.tenant(), key.provider().as_str())
     }
 
     fn key_of(&self, tenant: &TenantId, provider: &str) -> KeyLabels {
@@ -471,8 +471,8 @@ mod tests {
         m.publish_attempt(&k, Err(ErrorKind::Timeout), Duration::from_millis(3));
         m.publish_retry(&k);
         m.request(
-            Some(&k.tenant),
-            Some(&k.provider),
+            Some(k.tenant()),
+            Some(k.provider()),
             RequestOutcome::Published,
             Duration::from_millis(4),
         );

@@ -324,8 +324,8 @@ impl Outbox {
             .filter_map(|(k, q)| {
                 let oldest = q.values().min().copied()?;
                 Some(KeyBacklog {
-                    tenant_id: k.tenant.to_string(),
-                    provider_id: k.provider.to_string(),
+                    tenant_id: k.tenant().to_string(),
+                    provider_id: k.provider().to_string(),
                     depth: q.len(),
                     oldest_enqueued_unix_ms: oldest,
                 })

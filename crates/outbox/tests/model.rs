@@ -64,8 +64,8 @@ proptest! {
                         let id = format!("m{next_id}");
                         next_id += 1;
                         let message = NewMessage {
-                            tenant: key(k).tenant,
-                            provider: key(k).provider,
+                            tenant: key(k).tenant().clone(),
+                            provider: key(k).provider().clone(),
                             message_id: id.clone(),
                             payload: Bytes::from(id.clone().into_bytes()),
                             enqueued_unix_ms: u64::from(next_id),

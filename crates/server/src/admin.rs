@@ -131,8 +131,8 @@ pub fn breaker_json(key: &BreakerKey, s: &BreakerSnapshot, now: Timestamp) -> Va
         })
     });
     json!({
-        "tenant_id": key.tenant,
-        "provider_id": key.provider,
+        "tenant_id": key.tenant(),
+        "provider_id": key.provider(),
         "state": s.state,
         "forced": s.forced,
         "mode": s.mode,
@@ -182,12 +182,12 @@ pub async fn list_breakers(
         .filter(|h| {
             q.tenant_id
                 .as_deref()
-                .is_none_or(|t| h.key().tenant.as_str() == t)
+                .is_none_or(|t| h.key().tenant().as_str() == t)
         })
         .filter(|h| {
             q.provider_id
                 .as_deref()
-                .is_none_or(|p| h.key().provider.as_str() == p)
+                .is_none_or(|p| h.key().provider().as_str() == p)
         })
         .filter_map(|h| {
             let s = h.snapshot(now);
@@ -246,7 +246,7 @@ pub async fn breaker_action(
     // with the tenant policy's settings if it has one); releasing or resetting a breaker
     // that does not exist is an operator's typo.
     let handle = if action.starts_with("force-") {
-        let policy = app.router.policies().get(&key.tenant);
+        let policy = app.router.policies().get(key.tenant());
         let settings = policy
             .as_ref()
             .map_or(app.registry.defaults(), |p| &p.breaker);
@@ -257,7 +257,7 @@ pub async fn breaker_action(
             .ok_or_else(|| breaker_not_found(&key))?
     };
     act(&handle, now);
-    tracing::info!(tenant_id = %key.tenant, provider_id = %key.provider, action = %action, "admin breaker action");
+    tracing::info!(tenant_id = %key.tenant(), provider_id = %key.provider(), action = %action, "admin breaker action");
     Ok(Json(breaker_json(&key, &handle.snapshot(now), now)))
 }
 
@@ -505,7 +505,7 @@ pub async fn put_policy(
         .registry
         .handles()
         .into_iter()
-        .filter(|h| h.key().tenant == tenant)
+        .filter(|h| *h.key().tenant() == tenant)
     {
         app.registry
             .replace_settings(handle.key(), std::sync::Arc::clone(&policy.breaker), now);

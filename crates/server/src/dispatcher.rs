@@ -170,7 +170,7 @@ impl Dispatcher {
                 Ok(Err(error)) => {
                     permit.record(error.kind.breaker_outcome(), ended);
                     self.metrics.publish_attempt(&key, Err(error.kind), took);
-                    tracing::debug!(tenant_id = %key.tenant, provider_id = %key.provider, error = %error, "publish attempt failed");
+                    tracing::debug!(tenant_id = %key.tenant(), provider_id = %key.provider(), error = %error, "publish attempt failed");
                     error.kind
                 }
                 Err(_elapsed) => {

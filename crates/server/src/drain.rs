@@ -71,15 +71,15 @@ pub async fn run(router: Arc<Router>, metrics: Arc<RouterMetrics>, clock: TokioC
                 Ok(Some(head)) => head,
                 Ok(None) => continue,
                 Err(error) => {
-                    tracing::error!(%error, tenant_id = %key.tenant, provider_id = %key.provider, "outbox read failed");
+                    tracing::error!(%error, tenant_id = %key.tenant(), provider_id = %key.provider(), "outbox read failed");
                     wait.until = now.add(MAX_BACKOFF);
                     continue;
                 }
             };
-            let policy = router.policies().get(&key.tenant);
+            let policy = router.policies().get(key.tenant());
             let message = OutgoingMessage {
-                tenant: key.tenant.clone(),
-                provider: key.provider.clone(),
+                tenant: key.tenant().clone(),
+                provider: key.provider().clone(),
                 message_id: head.message.message_id.clone(),
                 payload: head.message.payload.clone(),
             };
@@ -113,7 +113,7 @@ pub async fn run(router: Arc<Router>, metrics: Arc<RouterMetrics>, clock: TokioC
                 Err(u) => {
                     wait.backoff = (wait.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                     wait.until = now.add(wait.backoff);
-                    tracing::debug!(cause = u.cause.as_str(), tenant_id = %key.tenant, provider_id = %key.provider, "outbox delivery failed; backing off");
+                    tracing::debug!(cause = u.cause.as_str(), tenant_id = %key.tenant(), provider_id = %key.provider(), "outbox delivery failed; backing off");
                 }
             }
         }

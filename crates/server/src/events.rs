@@ -77,13 +77,13 @@ impl BreakerObserver for BreakerEvents {
         let rule_list = rules.join(",");
         if t.to == State::Open {
             tracing::warn!(
-                tenant_id = %key.tenant, provider_id = %key.provider,
+                tenant_id = %key.tenant(), provider_id = %key.provider(),
                 from = t.from.as_str(), to = t.to.as_str(), reason = t.reason.as_str(), rules = %rule_list,
                 "circuit breaker opened"
             );
         } else {
             tracing::info!(
-                tenant_id = %key.tenant, provider_id = %key.provider,
+                tenant_id = %key.tenant(), provider_id = %key.provider(),
                 from = t.from.as_str(), to = t.to.as_str(), reason = t.reason.as_str(), rules = %rule_list,
                 "circuit breaker transition"
             );
@@ -94,8 +94,8 @@ impl BreakerObserver for BreakerEvents {
         }
         journal.push_back(TransitionRecord {
             at_us: t.at.as_nanos() / 1000,
-            tenant_id: key.tenant.to_string(),
-            provider_id: key.provider.to_string(),
+            tenant_id: key.tenant().to_string(),
+            provider_id: key.provider().to_string(),
             from: t.from.as_str(),
             to: t.to.as_str(),
             reason: t.reason.as_str(),

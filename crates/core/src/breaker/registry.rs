@@ -66,8 +66,8 @@
 //! overflow breaker instead of getting their own. Nothing panics.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -77,7 +77,7 @@ use super::machine::{
     Admission, Breaker, BreakerSnapshot, FastLane, RecordEffect, Rejection, State, Transition,
 };
 use super::slab::Slab;
-use crate::keys::BreakerKey;
+use crate::keys::{BreakerKey, ProviderId, TenantId};
 use crate::message::payload_fingerprint;
 use crate::outcome::Outcome;
 use crate::time::Timestamp;
@@ -107,12 +107,19 @@ const LANE_COUNT_MASK: u64 = (1 << LANE_COUNT_BITS) - 1;
 /// The `refs` bit of a cell that left its table while pinned (see the module doc).
 const DETACHED: u32 = 1 << 31;
 
+/// Lane bounds are kept in units of 2^10 ns, rounded toward a narrower lane.
+const LANE_UNIT_BITS: u32 = 10;
+
 /// A breaker's lock-free part, alone on its cache line (see the module doc).
 ///
 /// The lane's span and latency bound are written by the lock holder only while the lane
 /// is disarmed (word 0), then published by storing the word; a success checked against
 /// them (and against the gate's generation) counts only if the word still names that
-/// arming when its compare-and-swap lands.
+/// arming when its compare-and-swap lands. They are kept in one word, in units of
+/// 2^10 ns rounded down (see [`LaneLimits`]): the lane this cell admits is never wider
+/// than the breaker's, so the narrowing only sends the odd success (in the last
+/// microsecond of a bucket, or within a microsecond of the latency threshold) through
+/// the lock, where it counts exactly as it would have.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Cell {
@@ -122,12 +129,48 @@ struct Cell {
     /// 1 and wrap within `u32`, skipping 0.
     lane: AtomicU64,
     lane_from: AtomicU64,
-    lane_until: AtomicU64,
-    lane_slow_above: AtomicU64,
+    /// [`LaneLimits`]: the lane's length and latency bound.
+    lane_limits: AtomicU64,
+    /// Where the key's ids live ([`BreakerKey::allocations`]): a lookup with a key made
+    /// of the same allocations recognises its breaker here, without reading any id.
+    key_at: [AtomicUsize; 2],
+    /// The low 32 bits of the key's hash, which its shard's table files it under.
+    tag: AtomicU32,
     /// Handles pinning this cell, plus [`DETACHED`].
     refs: AtomicU32,
     /// The last arming number (written under the breaker's lock only).
     armings: AtomicU32,
+}
+
+/// A lane's length and latency bound in one word: `length << 32 | slow_above`, each in
+/// units of 2^10 ns, rounded down and capped (a lane of 73 minutes at most).
+struct LaneLimits;
+
+impl LaneLimits {
+    fn pack(lane: &FastLane) -> u64 {
+        let units =
+            |nanos: u64| u64::from(u32::try_from(nanos >> LANE_UNIT_BITS).unwrap_or(u32::MAX));
+        units(lane.until.saturating_sub(lane.from)) << 32 | units(lane.slow_above)
+    }
+
+    fn unpack(word: u64, from: u64) -> (u64, u64) {
+        let until = from.saturating_add((word >> 32) << LANE_UNIT_BITS);
+        let slow_above = (word & u64::from(u32::MAX)) << LANE_UNIT_BITS;
+        (until, slow_above)
+    }
+}
+
+impl Cell {
+    /// Whether `key` is made of the allocations of this cell's key. Exact: this cell's key
+    /// (held in its slot's state) keeps its allocations alive, and two live allocations
+    /// never share an address. Read under the lock of a shard whose table names the slot,
+    /// which orders it after the slot's creation and before its reuse.
+    #[inline]
+    fn is_made_of(&self, key: &BreakerKey) -> bool {
+        let [tenant, provider] = key.allocations();
+        self.key_at[0].load(Ordering::Relaxed) == tenant
+            && self.key_at[1].load(Ordering::Relaxed) == provider
+    }
 }
 
 impl Cell {
@@ -166,11 +209,14 @@ impl Cell {
     /// compare-and-swap fails.
     #[inline]
     fn fast_lane(&self) -> FastLane {
+        let from = self.lane_from.load(Ordering::Relaxed);
+        let (until, slow_above) =
+            LaneLimits::unpack(self.lane_limits.load(Ordering::Relaxed), from);
         FastLane {
             generation: Breaker::gate_generation(self.gate.load(Ordering::Relaxed)),
-            from: self.lane_from.load(Ordering::Relaxed),
-            until: self.lane_until.load(Ordering::Relaxed),
-            slow_above: self.lane_slow_above.load(Ordering::Relaxed),
+            from,
+            until,
+            slow_above,
         }
     }
 
@@ -192,9 +238,8 @@ impl Cell {
         self.gate.store(breaker.gate(), Ordering::Release);
         if let Some(lane) = breaker.fast_lane() {
             self.lane_from.store(lane.from, Ordering::Relaxed);
-            self.lane_until.store(lane.until, Ordering::Relaxed);
-            self.lane_slow_above
-                .store(lane.slow_above, Ordering::Relaxed);
+            self.lane_limits
+                .store(LaneLimits::pack(&lane), Ordering::Relaxed);
             let arming = self.armings.load(Ordering::Relaxed).wrapping_add(1).max(1);
             self.armings.store(arming, Ordering::Relaxed);
             self.lane
@@ -203,26 +248,41 @@ impl Cell {
     }
 }
 
-/// Runs `f` on the breaker under its lock, with every fast success counted first; then
-/// publishes the gate and re-arms the lane for whatever state `f` left.
-fn locked<T>(cell: &Cell, state: &Mutex<Breaker>, f: impl FnOnce(&mut Breaker) -> T) -> T {
+/// What a breaker's lock guards: its key and its state machine.
+#[derive(Debug)]
+struct Guarded {
+    key: BreakerKey,
+    breaker: Breaker,
+}
+
+fn lock(state: &Mutex<Guarded>) -> MutexGuard<'_, Guarded> {
     // A panic while holding the lock cannot leave a breaker half-updated in a way that
     // matters more than losing the key's protection, so poisoning is ignored.
-    let mut breaker = state.lock().unwrap_or_else(PoisonError::into_inner);
-    cell.drain_into(&mut breaker);
-    let result = f(&mut breaker);
-    cell.publish(&breaker);
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `f` on the breaker under its lock, with every fast success counted first; then
+/// publishes the gate and re-arms the lane for whatever state `f` left.
+fn locked<T>(cell: &Cell, state: &Mutex<Guarded>, f: impl FnOnce(&mut Breaker) -> T) -> T {
+    let mut state = lock(state);
+    cell.drain_into(&mut state.breaker);
+    let result = f(&mut state.breaker);
+    cell.publish(&state.breaker);
     result
 }
 
-/// A table entry: a key and the slot of its breaker.
-#[derive(Debug)]
-struct Entry {
-    key: BreakerKey,
-    slot: u32,
+/// The hash a shard's table files a key under: its tag (the low 32 bits of its hash),
+/// twice (the table takes its positions from the low bits and its control bytes from the
+/// top seven).
+fn table_hash(tag: u32) -> u64 {
+    u64::from(tag) | (u64::from(tag) << 32)
 }
 
-type Table = HashTable<Entry>;
+/// A shard's table: the slots of its breakers, four bytes each, so that it stays small
+/// enough to sit in cache. The key is recognised in the slot's cell ([`Cell::is_made_of`],
+/// after its tag) or, failing that, read under the breaker's lock; the table is filed by
+/// the tags kept in the cells, so growing it reads the cells and takes no lock.
+type Table = HashTable<u32>;
 
 /// One shard, alone on its cache lines (128 bytes: adjacent-line prefetch pairs lines), so
 /// threads working on keys of different shards never contend for a line. Lookups share
@@ -234,6 +294,7 @@ struct Shard(RwLock<Table>);
 impl Shard {
     // A panic while holding a shard lock leaves the table consistent (hashbrown's
     // operations do not unwind half-done), so poisoning is ignored.
+    #[inline]
     fn read(&self) -> RwLockReadGuard<'_, Table> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -264,10 +325,10 @@ struct Slots {
 pub struct BreakerRegistry<O> {
     shards: Box<[Shard]>,
     cells: Slab<Cell>,
-    states: Slab<Mutex<Breaker>>,
+    states: Slab<Mutex<Guarded>>,
     slots: Mutex<Slots>,
     /// Shared by the keys created once every slot is taken (see the module doc).
-    overflow: (Cell, Mutex<Breaker>),
+    overflow: (Cell, Mutex<Guarded>),
     defaults: Arc<BreakerSettings>,
     observer: O,
     seed: u64,
@@ -280,9 +341,17 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn new(defaults: BreakerSettings, shards: usize, seed: u64, observer: O) -> Self {
         let n = shards.max(1).next_power_of_two();
         let defaults = Arc::new(defaults);
+        // The overflow breaker's key is never shown: its handles show their own.
+        let overflow_key = BreakerKey::new(
+            TenantId::known_valid("overflow"),
+            ProviderId::known_valid("overflow"),
+        );
         let overflow = (
             Cell::default(),
-            Mutex::new(Breaker::new(Arc::clone(&defaults), Timestamp::ZERO, seed)),
+            Mutex::new(Guarded {
+                key: overflow_key,
+                breaker: Breaker::new(Arc::clone(&defaults), Timestamp::ZERO, seed),
+            }),
         );
         locked(&overflow.0, &overflow.1, |_| ());
         BreakerRegistry {
@@ -307,100 +376,152 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         &self.defaults
     }
 
+    #[inline]
     fn shard(&self, hash: u64) -> &Shard {
         // Bits 48.. choose the shard; the table uses the low bits for the position and the
         // top seven for its tags.
         &self.shards[(hash >> 48) as usize & (self.shards.len() - 1)]
     }
 
-    /// The cell and state of `slot`.
+    // A slot is created in both slabs before it is put in a table or handed to a handle,
+    // and chunks are never removed: every slot a caller can name exists.
+
+    /// The cell of `slot`.
     #[inline]
-    fn parts(&self, slot: u32) -> (&Cell, &Mutex<Breaker>) {
+    fn cell(&self, slot: u32) -> &Cell {
         if slot == OVERFLOW {
-            return (&self.overflow.0, &self.overflow.1);
+            return &self.overflow.0;
         }
-        // A slot is created in both slabs before it is put in a table or handed to a
-        // handle, and chunks are never removed: every slot a caller can name exists.
         #[allow(clippy::expect_used)]
-        let cell = self.cells.get(slot).expect("slot created before use");
-        #[allow(clippy::expect_used)]
-        let state = self.states.get(slot).expect("slot created before use");
-        (cell, state)
+        self.cells.get(slot).expect("slot created before use")
     }
 
-    /// A handle on `slot` for `key`; the caller has pinned the slot.
-    fn pinned<'r>(&'r self, slot: u32, key: Cow<'r, BreakerKey>) -> BreakerHandle<'r, O> {
-        let (cell, state) = self.parts(slot);
+    /// The lock and state of `slot`.
+    fn state(&self, slot: u32) -> &Mutex<Guarded> {
+        if slot == OVERFLOW {
+            return &self.overflow.1;
+        }
+        #[allow(clippy::expect_used)]
+        self.states.get(slot).expect("slot created before use")
+    }
+
+    /// The slot and cell of `key`'s breaker in `table`, if any (the table's lock held).
+    #[inline]
+    fn find(&self, table: &Table, key: &BreakerKey) -> Option<(u32, &Cell)> {
+        let tag = key.hash64() as u32; // the low bits; the shard took bits 48..
+        let mut found = None;
+        table.find(table_hash(tag), |&slot| {
+            let cell = self.cell(slot);
+            if cell.tag.load(Ordering::Relaxed) != tag {
+                return false;
+            }
+            // Not the allocations of its key: another parse of the same ids, or (one in
+            // 2^32) another key with the same tag. Compare the ids themselves.
+            let holds = cell.is_made_of(key) || lock(self.state(slot)).key == *key;
+            if holds {
+                found = Some((slot, cell));
+            }
+            holds
+        });
+        found
+    }
+
+    /// Pins `slot` (the lock of a table naming it held) and hands out a handle on it.
+    #[inline]
+    fn pin<'r>(
+        &'r self,
+        slot: u32,
+        cell: &'r Cell,
+        key: Cow<'r, BreakerKey>,
+    ) -> BreakerHandle<'r, O> {
+        // Relaxed: eviction and reset take the shard's write lock before they look.
+        cell.refs.fetch_add(1, Ordering::Relaxed);
         BreakerHandle {
             registry: self,
             key,
             cell,
-            state,
             slot,
         }
     }
 
-    /// Pins `entry`'s slot (shard lock held) and hands out a handle on it.
-    fn pin<'r>(&'r self, entry: &Entry, key: Cow<'r, BreakerKey>) -> BreakerHandle<'r, O> {
-        let handle = self.pinned(entry.slot, key);
-        // Relaxed: eviction and reset take the shard's write lock before they look.
-        handle.cell.refs.fetch_add(1, Ordering::Relaxed);
-        handle
-    }
-
     /// The breaker for `key`, created with the default settings if missing.
+    #[inline]
     pub fn handle<'r>(&'r self, key: &'r BreakerKey) -> BreakerHandle<'r, O> {
         self.handle_with(key, &self.defaults)
     }
 
     /// The breaker for `key`, created with `settings` if missing. An existing breaker keeps
     /// its settings until it is reset through [`BreakerRegistry::replace_settings`].
+    #[inline]
     pub fn handle_with<'r>(
         &'r self,
         key: &'r BreakerKey,
         settings: &Arc<BreakerSettings>,
     ) -> BreakerHandle<'r, O> {
-        let hash = key.hash64();
-        let shard = self.shard(hash);
-        if let Some(entry) = shard.read().find(hash, |e| e.key == *key) {
-            return self.pin(entry, Cow::Borrowed(key));
+        if let Some((slot, cell)) = self.find(&self.shard(key.hash64()).read(), key) {
+            return self.pin(slot, cell, Cow::Borrowed(key));
         }
-        let mut table = shard.write();
+        self.create(key, settings)
+    }
+
+    /// The slow half of [`BreakerRegistry::handle_with`]: `key` was not in its table.
+    #[cold]
+    #[inline(never)]
+    fn create<'r>(
+        &'r self,
+        key: &'r BreakerKey,
+        settings: &Arc<BreakerSettings>,
+    ) -> BreakerHandle<'r, O> {
+        let mut table = self.shard(key.hash64()).write();
         // Another thread may have created it between the two locks.
-        if let Some(entry) = table.find(hash, |e| e.key == *key) {
-            return self.pin(entry, Cow::Borrowed(key));
+        if let Some((slot, cell)) = self.find(&table, key) {
+            return self.pin(slot, cell, Cow::Borrowed(key));
         }
         let Some(slot) = self.take_slot() else {
-            return self.pinned(OVERFLOW, Cow::Borrowed(key));
+            // Overflow handles do not pin (their breaker is never evicted).
+            return BreakerHandle {
+                registry: self,
+                key: Cow::Borrowed(key),
+                cell: &self.overflow.0,
+                slot: OVERFLOW,
+            };
         };
         // The slot is new, or was given back by a breaker no table names and no handle
         // pins: nobody else can reach it until the entry below is published.
-        let seed = self.seed ^ key_seed(key);
+        let fresh = || Guarded {
+            key: key.clone(),
+            breaker: Breaker::new(
+                Arc::clone(settings),
+                Timestamp::ZERO,
+                self.seed ^ key_seed(key),
+            ),
+        };
         let cell = self.cells.get_or_create(slot, Cell::default);
-        let state = self.states.get_or_create(slot, || {
-            Mutex::new(Breaker::new(Arc::clone(settings), Timestamp::ZERO, seed))
-        });
+        let state = self.states.get_or_create(slot, || Mutex::new(fresh()));
         cell.refs.store(0, Ordering::Relaxed);
-        locked(cell, state, |b| {
-            *b = Breaker::new(Arc::clone(settings), Timestamp::ZERO, seed);
+        let [tenant, provider] = key.allocations();
+        cell.key_at[0].store(tenant, Ordering::Relaxed);
+        cell.key_at[1].store(provider, Ordering::Relaxed);
+        let tag = key.hash64() as u32;
+        cell.tag.store(tag, Ordering::Relaxed);
+        {
+            let mut state = lock(state);
+            cell.drain_into(&mut state.breaker); // what the slot's last breaker left
+            *state = fresh();
+            cell.publish(&state.breaker);
+        }
+        table.insert_unique(table_hash(tag), slot, |&s| {
+            table_hash(self.cell(s).tag.load(Ordering::Relaxed))
         });
-        let entry = table.insert_unique(
-            hash,
-            Entry {
-                key: key.clone(),
-                slot,
-            },
-            |e| e.key.hash64(),
-        );
-        self.pin(entry.get(), Cow::Borrowed(key))
+        self.pin(slot, cell, Cow::Borrowed(key))
     }
 
     /// The breaker for `key` if it exists (never creates one).
+    #[inline]
     pub fn get<'r>(&'r self, key: &'r BreakerKey) -> Option<BreakerHandle<'r, O>> {
-        let hash = key.hash64();
-        let table = self.shard(hash).read();
-        let entry = table.find(hash, |e| e.key == *key)?;
-        Some(self.pin(entry, Cow::Borrowed(key)))
+        let table = self.shard(key.hash64()).read();
+        let (slot, cell) = self.find(&table, key)?;
+        Some(self.pin(slot, cell, Cow::Borrowed(key)))
     }
 
     /// Every breaker, in no particular order.
@@ -408,11 +529,10 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let table = shard.read();
-            out.extend(
-                table
-                    .iter()
-                    .map(|entry| self.pin(entry, Cow::Owned(entry.key.clone()))),
-            );
+            out.extend(table.iter().map(|&slot| {
+                let key = lock(self.state(slot)).key.clone();
+                self.pin(slot, self.cell(slot), Cow::Owned(key))
+            }));
         }
         out
     }
@@ -448,13 +568,13 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         let mut evicted = 0;
         for shard in self.shards.iter() {
             let mut table = shard.write();
-            table.retain(|entry| {
-                let (cell, state) = self.parts(entry.slot);
+            table.retain(|&mut slot| {
+                let (cell, state) = (self.cell(slot), self.state(slot));
                 // Write lock held: no lookup can pin the cell while we look.
                 let keep = cell.refs.load(Ordering::Acquire) != 0
                     || !locked(cell, state, |b| b.is_evictable(now, idle));
                 if !keep {
-                    self.give_back(entry.slot);
+                    give_back(&self.slots, slot);
                     evicted += 1;
                 }
                 keep
@@ -472,10 +592,10 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         let (cell, state) = &self.overflow;
         locked(cell, state, |b| b.reset(now, &mut |_| ()));
         for shard in self.shards.iter() {
-            for entry in shard.write().drain() {
-                let (cell, _) = self.parts(entry.slot);
+            for slot in shard.write().drain() {
+                let cell = self.cell(slot);
                 if cell.refs.fetch_or(DETACHED, Ordering::AcqRel) == 0 {
-                    self.give_back(entry.slot); // no holder: free now
+                    give_back(&self.slots, slot); // no holder: free now
                 }
             }
         }
@@ -493,19 +613,21 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         slots.next += 1;
         Some(slot)
     }
+}
 
-    fn give_back(&self, slot: u32) {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.free.push(slot);
-    }
+/// Returns `slot` for reuse: no table names it and no handle pins it.
+#[cold]
+fn give_back(slots: &Mutex<Slots>, slot: u32) {
+    let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+    slots.free.push(slot);
 }
 
 /// The part of a breaker's jitter seed that comes from its key: stable across processes
 /// (unlike [`BreakerKey::hash64`]), so a router started with the same seed draws the same
 /// open timeouts for the same key.
 fn key_seed(key: &BreakerKey) -> u64 {
-    payload_fingerprint(key.tenant.as_str().as_bytes()).rotate_left(32)
-        ^ payload_fingerprint(key.provider.as_str().as_bytes())
+    payload_fingerprint(key.tenant().as_str().as_bytes()).rotate_left(32)
+        ^ payload_fingerprint(key.provider().as_str().as_bytes())
 }
 
 /// One breaker, looked up: it borrows the registry (and the caller's key), pins the
@@ -515,23 +637,18 @@ pub struct BreakerHandle<'r, O> {
     registry: &'r BreakerRegistry<O>,
     key: Cow<'r, BreakerKey>,
     cell: &'r Cell,
-    state: &'r Mutex<Breaker>,
     slot: u32,
 }
 
 impl<O> Drop for BreakerHandle<'_, O> {
+    #[inline]
     fn drop(&mut self) {
         if self.slot == OVERFLOW {
             return;
         }
         if self.cell.refs.fetch_sub(1, Ordering::AcqRel) == DETACHED | 1 {
             // The last holder of a breaker that left its table: the slot is free.
-            let mut slots = self
-                .registry
-                .slots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            slots.free.push(self.slot);
+            give_back(&self.registry.slots, self.slot);
         }
     }
 }
@@ -546,18 +663,39 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
         let observer = &self.registry.observer;
         let key = &*self.key;
         let mut on = |t: Transition| observer.on_transition(key, &t);
-        locked(self.cell, self.state, |breaker| f(breaker, &mut on))
+        locked(self.cell, self.registry.state(self.slot), |breaker| {
+            f(breaker, &mut on)
+        })
+    }
+
+    /// [`BreakerHandle::record`] of an outcome the fast lane does not take.
+    #[cold]
+    #[inline(never)]
+    fn record_locked(
+        &self,
+        admission: Admission,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> RecordEffect {
+        self.with(|b, on| b.record(admission, outcome, now, &mut |t| on(t)))
     }
 
     /// Asks to make one call at `now`.
+    #[inline]
     pub fn acquire(&self, now: Timestamp) -> Result<Permit<'_, 'r, O>, Rejection> {
-        if let Some(admission) = Breaker::admit_by_gate(self.cell.gate.load(Ordering::Acquire), now)
-        {
-            return Ok(Permit {
+        match Breaker::admit_by_gate(self.cell.gate.load(Ordering::Acquire), now) {
+            Some(admission) => Ok(Permit {
                 handle: self,
                 admission: Some(admission),
-            });
+            }),
+            None => self.acquire_locked(now),
         }
+    }
+
+    /// [`BreakerHandle::acquire`] when the gate says the state machine must decide.
+    #[cold]
+    #[inline(never)]
+    fn acquire_locked(&self, now: Timestamp) -> Result<Permit<'_, 'r, O>, Rejection> {
         let result = self.with(|b, on| b.acquire(now, &mut |t| on(t)));
         match result {
             Ok(admission) => Ok(Permit {
@@ -593,7 +731,9 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
 
     /// The breaker's settings.
     pub fn settings(&self) -> Arc<BreakerSettings> {
-        locked(self.cell, self.state, |b| Arc::clone(b.settings()))
+        locked(self.cell, self.registry.state(self.slot), |b| {
+            Arc::clone(b.settings())
+        })
     }
 
     /// Holds the breaker open until released.
@@ -616,11 +756,12 @@ impl<'r, O: BreakerObserver> BreakerHandle<'r, O> {
         self.with(|b, on| b.reset(now, &mut |t| on(t)));
     }
 
+    #[inline]
     fn record(&self, admission: Admission, outcome: Outcome, now: Timestamp) -> RecordEffect {
         let effect = if outcome == Outcome::Success && self.cell.try_count(&admission, now) {
             RecordEffect::Counted
         } else {
-            self.with(|b, on| b.record(admission, outcome, now, &mut |t| on(t)))
+            self.record_locked(admission, outcome, now)
         };
         self.registry
             .observer
@@ -650,6 +791,7 @@ impl<O: BreakerObserver> Permit<'_, '_, O> {
     }
 
     /// Reports the call's outcome at `now`. Exactly one outcome per permit.
+    #[inline]
     pub fn record(mut self, outcome: Outcome, now: Timestamp) -> RecordEffect {
         match self.admission.take() {
             Some(admission) => self.handle.record(admission, outcome, now),
@@ -712,6 +854,54 @@ mod tests {
         // `a` comes back fresh, in a new slot.
         assert_eq!(reg.handle(&a).snapshot(later).stats.failures, 0);
         assert_eq!(reg.len(), 2);
+    }
+
+    #[test]
+    fn a_key_parsed_again_finds_the_same_breaker() {
+        let reg = registry();
+        let t = Timestamp::from_millis(1);
+        let first = key("a");
+        reg.handle(&first).force_open(t);
+        // A request parses its ids anew: other allocations, same key.
+        let again = key("a");
+        assert_ne!(first.allocations(), again.allocations());
+        let handle = reg.handle(&again);
+        assert_eq!(handle.state(t), State::Open);
+        assert_eq!(handle.key(), &again);
+        assert!(reg.get(&again).is_some());
+        assert_eq!(reg.len(), 1);
+        // Once the first key is gone, its allocations may be reused by other ids: the
+        // breaker is still found by its ids' text, and no other key takes it.
+        drop(first);
+        let others: Vec<BreakerKey> = (0..100).map(|i| key(&format!("o{i}"))).collect();
+        for k in &others {
+            assert_eq!(reg.handle(k).state(t), State::Closed, "{k}");
+        }
+        assert_eq!(reg.handle(&key("a")).state(t), State::Open);
+        assert_eq!(reg.len(), 101);
+    }
+
+    #[test]
+    fn a_cells_lane_is_never_wider_than_the_breakers() {
+        let cases = [
+            (0, 3_000_000_000, 1_000_000_000),
+            (7, 7 + 1_023, 1_023),
+            (1 << 40, (1 << 40) + 123_456_789, 999_999),
+            (5, u64::MAX, u64::MAX),
+        ];
+        for (from, until, slow_above) in cases {
+            let lane = FastLane {
+                generation: 0,
+                from,
+                until,
+                slow_above,
+            };
+            let (u, s) = LaneLimits::unpack(LaneLimits::pack(&lane), from);
+            assert!(u <= until && s <= slow_above, "{lane:?} -> {u} {s}");
+            if until - from < 1 << 42 {
+                assert!(until - u < 1024 && slow_above - s < 1024, "{lane:?}");
+            }
+        }
     }
 
     #[test]

@@ -127,11 +127,11 @@ struct Exec<'s> {
 fn key_seed(seed: u64, key: &BreakerKey) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key
-        .tenant
+        .tenant()
         .as_str()
         .bytes()
         .chain([b'/'])
-        .chain(key.provider.as_str().bytes())
+        .chain(key.provider().as_str().bytes())
     {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -189,8 +189,8 @@ impl<'s> Engine<'s> {
                 key: key.clone(),
                 breaker: Breaker::new(Arc::clone(&settings), Timestamp::ZERO, key_seed(seed, &key)),
                 fields: named.then(|| KeyFields {
-                    tenant: key.tenant.clone(),
-                    provider: key.provider.clone(),
+                    tenant: key.tenant().clone(),
+                    provider: key.provider().clone(),
                 }),
                 counters: Counters::default(),
                 open_since: None,
@@ -399,7 +399,7 @@ impl<'s> Engine<'s> {
                 latencies_nanos,
             } => {
                 self.requests += 1;
-                let provider = self.events[i].key.provider.clone();
+                let provider = self.events[i].key.provider().clone();
                 let config = self.retry.config();
                 self.budgets
                     .entry(provider)
@@ -652,7 +652,7 @@ impl<'s> Engine<'s> {
             (e.key, e.id.clone(), e.plan.attempts())
         };
         self.record(key, id, Some(n), admission, outcome, now)?;
-        let provider = self.keys[key].key.provider.clone();
+        let provider = self.keys[key].key.provider().clone();
         let Engine {
             execs,
             rng,

@@ -263,11 +263,11 @@ fn parse_event(
     let key = BreakerKey::new(
         match tenant {
             Some(s) => TenantId::try_new(&s).map_err(|e| err(line, format!("`tenant` {e}")))?,
-            None => default_key.tenant.clone(),
+            None => default_key.tenant().clone(),
         },
         match provider {
             Some(s) => ProviderId::try_new(&s).map_err(|e| err(line, format!("`provider` {e}")))?,
-            None => default_key.provider.clone(),
+            None => default_key.provider().clone(),
         },
     );
     let op = match op.as_str() {
