@@ -83,6 +83,9 @@ proptest! {
         // (t, failure, slow, run id) of every event the window accepted.
         let mut events: Vec<(u64, bool, bool, u32)> = Vec::new();
         let mut run = 0u32;
+        // The newest bucket when the current run began: a failure stamped before it
+        // happened before the run began, and is not part of it.
+        let mut run_epoch = 0u64;
         let mut now = 0u64;
         let mut newest = 0u64;
         for op in ops {
@@ -91,20 +94,20 @@ proptest! {
                     now += d * MS;
                     newest = newest.max(now);
                     w.record(now, failure, slow);
-                    if !failure { run += 1; }
+                    if !failure { run += 1; run_epoch = newest / bucket; }
                     events.push((now, failure, slow, run));
                 }
                 WinOp::Late(back, failure) => {
                     let t = newest.saturating_sub(back * MS);
                     w.record(t, failure, false);
-                    if !failure { run += 1; }
+                    if !failure { run += 1; run_epoch = newest / bucket; }
                     // The window drops an event whose bucket already left it.
                     if t / bucket + u64::from(buckets) > newest / bucket {
                         events.push((t, failure, false, run));
                     }
                 }
                 WinOp::Read(d) => { now += d * MS; newest = newest.max(now); }
-                WinOp::EndRun => { w.end_run(); run += 1; }
+                WinOp::EndRun => { w.end_run(); run += 1; run_epoch = newest / bucket; }
             }
             let q = newest;
             let counts = w.counts(q);
@@ -115,7 +118,7 @@ proptest! {
                     calls += 1;
                     failures += u32::from(f);
                     slow += u32::from(s);
-                    if f && r == run { streak += 1; }
+                    if f && r == run && t / bucket >= run_epoch { streak += 1; }
                 }
             }
             prop_assert_eq!((counts.calls, counts.failures, counts.slow), (calls, failures, slow));

@@ -10,7 +10,10 @@
 //!   when its bucket leaves the window, so no rule ever counts an event older than the
 //!   window (invariant 1). DESIGN.md §3 leaves the run unbounded in time; that let four
 //!   failures, a long quiet gap and one failure open the breaker (case BR05), so the run
-//!   is bounded by the window here.
+//!   is bounded by the window here. Failures count in the run by when they completed,
+//!   at bucket resolution: one stamped before the bucket in which the run began (it raced
+//!   the success that began the run to the lock, and lost) is not part of the run (see
+//!   [`super::window`]).
 //! - **open → half_open** once the open timeout has elapsed (`timeout_elapsed`). This is
 //!   applied lazily by every method, reads included, and stamped with the instant the
 //!   timeout elapsed, not the instant it was noticed.

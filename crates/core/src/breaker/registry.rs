@@ -11,21 +11,28 @@
 //!
 //! # Layout: what a call touches
 //! A router may hold hundreds of thousands of breakers, and a call on one of them should
-//! touch as little memory as possible. So each breaker is split in two, and both parts
-//! live in [`Slab`]s (arrays that grow in chunks and never move, so a handle borrows them
-//! straight from the registry, with no reference count):
-//! - its **cell**: one cache line of atomics, the lock-free gate and fast lane below, in a
-//!   dense array of cells (64 bytes per breaker: 100,000 breakers' cells fit in 6.4 MB);
-//! - its **state**: the [`Breaker`] behind a mutex, which only the slow path touches.
+//! touch as little memory as possible: on that many keys every line it touches is a
+//! cache miss. So each breaker is split in two, and both parts live in slabs (arrays that
+//! grow in chunks and never move, so a handle borrows them straight from the registry,
+//! with no reference count to share between threads):
+//! - its **cell**: one cache line of atomics (the lock-free gate and fast lane below, the
+//!   handles' pin count, and what a lookup needs to recognise its key), in a dense array
+//!   of cells: 100,000 breakers' cells fit in 6.4 MB;
+//! - its **state**: its key and its [`Breaker`] behind a mutex, which only the slow path
+//!   touches.
 //!
 //! Keys map to slots through shards (a hash table behind a reader-writer lock each, chosen
 //! by the key's hash), so threads working on different keys rarely meet, and lookups of
-//! one key from many threads share the shard. A table entry holds the key (two pointers)
-//! and the slot; keys hash through the hashes their ids carry ([`BreakerKey::hash64`]), so
-//! a lookup reads no id text unless two different ids' allocations must be compared. A
-//! call on a breaker already in the table touches its shard's lock and table, and its
-//! cell: nothing else.
-//!
+//! one key from many threads share the shard. A table holds slots only (4 bytes each: a
+//! shard's table of thousands of keys stays in cache), filed by the low 32 bits of the
+//! key's hash, which the cell keeps too. Keys hash through the hashes their ids carry
+//! ([`BreakerKey::hash64`]), and a lookup recognises its key in the cell by the addresses
+//! of its ids' allocations (exact: the state holds the key, so those allocations live as
+//! long as the breaker, and no other live id can share their addresses). A key parsed
+//! anew (same ids, other allocations) is compared id by id under the breaker's lock. So
+//! a call on a breaker already in the table touches its shard's lock, control bytes and
+//! table, which stay in cache, and its cell: on 100,000 keys, one likely cache miss.
+
 //! # The lock-free closed path
 //! In closed state (the state nearly every call meets) `acquire` takes no lock: every
 //! holder of a breaker's lock publishes, before releasing it, an atomic *gate* saying
@@ -40,10 +47,10 @@
 //! cannot open a breaker whose window holds no failure and no slow call: it only needs
 //! counting. So while that holds, every holder of the lock *arms* the breaker's fast lane
 //! before releasing it (the head bucket's span and the latency bound, see
-//! [`Breaker::fast_lane`]; the lane's generation is the gate's), and a success reported
+//! `Breaker::fast_lane`; the lane's generation is the gate's), and a success reported
 //! inside it is counted with one compare-and-swap on the lane's word, no lock. Every
 //! holder of the lock first takes the lane's count and hands it to the breaker
-//! ([`Breaker::absorb_fast_successes`]), so whatever happens under the lock (an outcome, a
+//! (`Breaker::absorb_fast_successes`), so whatever happens under the lock (an outcome, a
 //! read, an admin action) sees every success counted before it, exactly as if each had
 //! taken the lock itself. The word carries an arming sequence number with the count, so a
 //! success can only be counted into the arming whose span and generation it was checked
@@ -82,7 +89,9 @@ use crate::message::payload_fingerprint;
 use crate::outcome::Outcome;
 use crate::time::Timestamp;
 
-/// Receives what happens to breakers, for metrics and logs.
+/// Receives what happens to breakers, for metrics and logs. Transitions are reported
+/// under the breaker's lock: an observer must be quick and must not call back into the
+/// registry.
 pub trait BreakerObserver: Send + Sync {
     /// A breaker changed state.
     fn on_transition(&self, key: &BreakerKey, transition: &Transition);
@@ -251,8 +260,20 @@ impl Cell {
 /// What a breaker's lock guards: its key and its state machine.
 #[derive(Debug)]
 struct Guarded {
-    key: BreakerKey,
+    /// The key's ids (its hash is in the cell's tag and the table).
+    tenant: TenantId,
+    provider: ProviderId,
     breaker: Breaker,
+}
+
+impl Guarded {
+    fn is_for(&self, key: &BreakerKey) -> bool {
+        self.tenant == *key.tenant() && self.provider == *key.provider()
+    }
+
+    fn key(&self) -> BreakerKey {
+        BreakerKey::new(self.tenant.clone(), self.provider.clone())
+    }
 }
 
 fn lock(state: &Mutex<Guarded>) -> MutexGuard<'_, Guarded> {
@@ -341,15 +362,12 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn new(defaults: BreakerSettings, shards: usize, seed: u64, observer: O) -> Self {
         let n = shards.max(1).next_power_of_two();
         let defaults = Arc::new(defaults);
-        // The overflow breaker's key is never shown: its handles show their own.
-        let overflow_key = BreakerKey::new(
-            TenantId::known_valid("overflow"),
-            ProviderId::known_valid("overflow"),
-        );
+        // The overflow breaker's own key is never shown: its handles show theirs.
         let overflow = (
             Cell::default(),
             Mutex::new(Guarded {
-                key: overflow_key,
+                tenant: TenantId::known_valid("overflow"),
+                provider: ProviderId::known_valid("overflow"),
                 breaker: Breaker::new(Arc::clone(&defaults), Timestamp::ZERO, seed),
             }),
         );
@@ -417,7 +435,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
             }
             // Not the allocations of its key: another parse of the same ids, or (one in
             // 2^32) another key with the same tag. Compare the ids themselves.
-            let holds = cell.is_made_of(key) || lock(self.state(slot)).key == *key;
+            let holds = cell.is_made_of(key) || lock(self.state(slot)).is_for(key);
             if holds {
                 found = Some((slot, cell));
             }
@@ -489,7 +507,8 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         // The slot is new, or was given back by a breaker no table names and no handle
         // pins: nobody else can reach it until the entry below is published.
         let fresh = || Guarded {
-            key: key.clone(),
+            tenant: key.tenant().clone(),
+            provider: key.provider().clone(),
             breaker: Breaker::new(
                 Arc::clone(settings),
                 Timestamp::ZERO,
@@ -530,7 +549,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         for shard in self.shards.iter() {
             let table = shard.read();
             out.extend(table.iter().map(|&slot| {
-                let key = lock(self.state(slot)).key.clone();
+                let key = lock(self.state(slot)).key();
                 self.pin(slot, self.cell(slot), Cow::Owned(key))
             }));
         }

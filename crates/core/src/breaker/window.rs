@@ -11,7 +11,7 @@
 //! the window, and needs no epoch of its own. Running totals are kept so a read is O(1);
 //! sliding forward subtracts every bucket that left the window (all of them after an idle
 //! gap longer than the window: the fault of rubyist/circuitbreaker PR #36 was to clear
-//! only one). Memory is `buckets` buckets of 16 bytes, inline in the breaker up to
+//! only one). Memory is `buckets` buckets of 12 bytes, inline in the breaker up to
 //! [`INLINE_BUCKETS`] (the default config has 10), one allocation at construction beyond;
 //! recording never allocates.
 //!
@@ -23,10 +23,17 @@
 //! so does [`SlidingWindow::end_run`]), counted with the same bucket rule: a failure of the
 //! run stops counting when its bucket leaves the window. So the consecutive-failure rule
 //! obeys window monotonicity like the rate rules do: four failures, a quiet gap longer than
-//! the window, then one failure is a run of one, not five (the fault of case BR05). Each
-//! bucket counts the failures of the current run it holds, and the run's total is their
-//! sum; ending a run that has failures empties those counts (O(buckets), once per run),
-//! so a run's failures leave the total as their bucket leaves the window, in O(1).
+//! the window, then one failure is a run of one, not five (the fault of case BR05).
+//!
+//! A run begins in the head bucket of the moment it begins (its *first bucket*). The run
+//! holds the failures reported since then that are stamped in that bucket or later; a
+//! failure stamped in an earlier bucket (a call that completed before the success that
+//! ended the last run, and reached the window after it) happened before the run began,
+//! and is not part of it. That makes the run cheap to keep exactly: every bucket after
+//! the first one was still in the future when the run began, so all its failures belong
+//! to the run, and only the first bucket needs its own count. The run's total is that
+//! count plus the failures of the later buckets; as buckets leave the window their share
+//! leaves the total, in O(1), and no bucket stores anything about runs.
 
 use serde::Serialize;
 
@@ -74,12 +81,7 @@ fn ratio(part: u32, whole: u32) -> f64 {
 }
 
 /// One epoch's counts (which epoch follows from its index and the head).
-#[derive(Clone, Copy, Debug, Default)]
-struct Bucket {
-    counts: WindowCounts,
-    /// Failures of the current run recorded in this bucket.
-    run_failures: u32,
-}
+type Bucket = WindowCounts;
 
 /// Windows of up to this many buckets keep them inline (the default config has 10): one
 /// allocation less per breaker, and no pointer to chase.
@@ -117,9 +119,13 @@ impl Buckets {
 pub struct SlidingWindow {
     bucket_nanos: u64,
     head_epoch: u64,
+    /// The epoch of the current run's first bucket.
+    run_epoch: u64,
     totals: WindowCounts,
-    /// Failures of the current run still in the window: the sum of the buckets' counts.
+    /// Failures of the current run still in the window.
     run_total: u32,
+    /// Failures of the current run in its first bucket (while it is in the window).
+    run_first: u32,
     len: u32,
     /// `head_epoch % len`: an event in the newest bucket needs no division.
     head_index: u32,
@@ -137,7 +143,9 @@ impl SlidingWindow {
             head_index: 0,
             len,
             totals: WindowCounts::default(),
+            run_epoch: 0,
             run_total: 0,
+            run_first: 0,
         }
     }
 
@@ -173,17 +181,24 @@ impl SlidingWindow {
         if epoch <= self.head_epoch {
             return;
         }
-        if epoch - self.head_epoch >= u64::from(self.len) {
-            let len = self.len as usize;
-            self.buckets.all()[..len].fill(Bucket::default());
+        let len = u64::from(self.len);
+        if epoch - self.head_epoch >= len {
+            self.buckets.all()[..len as usize].fill(Bucket::default());
             self.totals = WindowCounts::default();
             self.run_total = 0;
+            self.run_first = 0;
         } else {
             for e in self.head_epoch + 1..=epoch {
-                let i = self.index(e);
-                let old = std::mem::take(self.bucket(i));
-                self.totals.sub(old.counts);
-                self.run_total = self.run_total.saturating_sub(old.run_failures);
+                // Epoch `e` takes the bucket of epoch `e - len`, which leaves the window
+                // (none before the first `len` epochs: that bucket is empty).
+                let old = std::mem::take(self.bucket(self.index(e)));
+                self.totals.sub(old);
+                let run_share = match e.checked_sub(len).map(|gone| gone.cmp(&self.run_epoch)) {
+                    None | Some(std::cmp::Ordering::Less) => 0,
+                    Some(std::cmp::Ordering::Equal) => std::mem::take(&mut self.run_first),
+                    Some(std::cmp::Ordering::Greater) => old.failures,
+                };
+                self.run_total = self.run_total.saturating_sub(run_share);
             }
         }
         self.head_epoch = epoch;
@@ -230,32 +245,31 @@ impl SlidingWindow {
         if !failure {
             self.end_run();
         }
-        let i = if now_nanos >= self.head_start() {
-            self.head_index
+        let (epoch, i) = if now_nanos >= self.head_start() {
+            (self.head_epoch, self.head_index)
         } else {
             let epoch = now_nanos / self.bucket_nanos;
             if epoch + u64::from(self.len) <= self.head_epoch {
                 return; // older than the window: never counted
             }
-            self.index(epoch)
+            (epoch, self.index(epoch))
         };
-        let bucket = self.bucket(i);
-        bucket.counts.add(event);
-        if failure {
-            bucket.run_failures = bucket.run_failures.saturating_add(event.failures);
+        self.bucket(i).add(event);
+        self.totals.add(event);
+        if failure && epoch >= self.run_epoch {
+            if epoch == self.run_epoch {
+                self.run_first = self.run_first.saturating_add(event.failures);
+            }
             self.run_total = self.run_total.saturating_add(event.failures);
         }
-        self.totals.add(event);
     }
 
-    /// Ends the current failure run: the next failure starts a run of one.
+    /// Ends the current failure run: the next failure starts a run of one, in the head
+    /// bucket.
     pub fn end_run(&mut self) {
-        if self.run_total > 0 {
-            self.run_total = 0;
-            for bucket in self.buckets.all() {
-                bucket.run_failures = 0;
-            }
-        }
+        self.run_epoch = self.head_epoch;
+        self.run_total = 0;
+        self.run_first = 0;
     }
 
     /// Failures of the current run (no success since, no [`SlidingWindow::end_run`]) still
@@ -286,7 +300,7 @@ impl SlidingWindow {
         // The head position stays: the buckets are empty, whatever epoch they are given.
         self.buckets.all().fill(Bucket::default());
         self.totals = WindowCounts::default();
-        self.run_total = 0;
+        self.end_run();
     }
 
     /// Heap bytes held by this window.
@@ -372,6 +386,27 @@ mod tests {
         // Failures of an ended run leave the window without touching the new run.
         w.record(9_500 * MS, true, false);
         assert_eq!(w.consecutive_failures(10_000 * MS), 1);
+    }
+
+    #[test]
+    fn a_failure_stamped_before_the_run_began_is_not_part_of_it() {
+        let mut w = SlidingWindow::new(10, 1000 * MS);
+        w.record(1_500 * MS, true, false);
+        // A success at 2.5 s ends that run; a new one begins in the bucket of 2 s.
+        w.record(2_500 * MS, false, false);
+        // A call that completed at 1.9 s, reported late: before the run began.
+        w.record(1_900 * MS, true, false);
+        assert_eq!(w.consecutive_failures(2_500 * MS), 0);
+        assert_eq!(w.counts(2_500 * MS).failures, 2, "the rates count it");
+        // Late, but stamped in the run's first bucket (or later): part of the run.
+        w.record(2_100 * MS, true, false);
+        w.record(3_200 * MS, true, false);
+        w.record(3_100 * MS, true, false);
+        assert_eq!(w.consecutive_failures(3_200 * MS), 3);
+        // The run's first bucket leaves the window at 12 s, the next at 13 s.
+        assert_eq!(w.consecutive_failures(11_999 * MS), 3);
+        assert_eq!(w.consecutive_failures(12_000 * MS), 2);
+        assert_eq!(w.consecutive_failures(13_000 * MS), 0);
     }
 
     #[test]
