@@ -180,9 +180,7 @@ impl Cell {
         self.key_at[0].load(Ordering::Relaxed) == tenant
             && self.key_at[1].load(Ordering::Relaxed) == provider
     }
-}
 
-impl Cell {
     /// Counts one success of `admission` at `now`, if the lane takes it.
     #[inline]
     fn try_count(&self, admission: &Admission, now: Timestamp) -> bool {
