@@ -116,8 +116,10 @@ pub enum ConnectError {
     },
 }
 
-/// A message read back from the stream (tests and scenario checks).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A message read back from the stream (tests and scenario checks). Serialises as the
+/// embedded broker's [`crate::embedded::StoredMessage`] does, so the admin API shows both
+/// brokers' messages alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReadBack {
     /// Stream sequence.
     pub sequence: u64,

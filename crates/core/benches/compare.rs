@@ -43,7 +43,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use beamline_core::rng::{JitterRng, SplitMix64};
-use beamline_core::{BreakerKey, Outcome, Timestamp};
+use beamline_core::{Outcome, Timestamp};
 use competitors::*;
 
 const MANY: usize = 100_000;
@@ -293,5 +293,4 @@ fn main() {
             range(3, 1)
         );
     }
-    black_box(BreakerKey::clone(key));
 }

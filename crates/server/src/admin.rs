@@ -390,18 +390,7 @@ pub struct MessagesQuery {
     subject: Option<String>,
 }
 
-/// One stored message, as either broker reads it back.
-fn message_row(
-    sequence: u64,
-    subject: &str,
-    tenant_id: &str,
-    message_id: &str,
-    delivery_id: &str,
-) -> Value {
-    json!({"sequence": sequence, "subject": subject, "tenant_id": tenant_id, "message_id": message_id, "delivery_id": delivery_id})
-}
-
-/// `GET /admin/broker/messages`
+/// `GET /admin/broker/messages`: the stored messages, as either broker reads them back.
 pub async fn broker_messages(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<MessagesQuery>,
@@ -410,31 +399,15 @@ pub async fn broker_messages(
     let messages: Vec<Value> = if let Some(embedded) = &app.embedded {
         embedded
             .messages(subject)
-            .into_iter()
-            .map(|m| {
-                message_row(
-                    m.sequence,
-                    &m.subject,
-                    &m.tenant_id,
-                    &m.message_id,
-                    &m.delivery_id,
-                )
-            })
+            .iter()
+            .map(|m| json!(m))
             .collect()
     } else if let Some(js) = &app.jetstream {
         js.read_back(subject)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "broker_unavailable", e))?
-            .into_iter()
-            .map(|m| {
-                message_row(
-                    m.sequence,
-                    &m.subject,
-                    &m.tenant_id,
-                    &m.message_id,
-                    &m.delivery_id,
-                )
-            })
+            .iter()
+            .map(|m| json!(m))
             .collect()
     } else {
         Vec::new()
