@@ -12,6 +12,7 @@ pub mod config;
 pub mod machine;
 pub mod registry;
 mod slab;
+mod table;
 pub mod window;
 
 pub use config::{BreakerConfig, BreakerMode, BreakerSettings, ConfigError};

@@ -21,17 +21,17 @@
 //! - its **state**: its key and its [`Breaker`] behind a mutex, which only the slow path
 //!   touches.
 //!
-//! Keys map to slots through shards (a hash table behind a reader-writer lock each, chosen
-//! by the key's hash), so threads working on different keys rarely meet, and lookups of
-//! one key from many threads share the shard. A table holds slots only (4 bytes each: a
-//! shard's table of thousands of keys stays in cache), filed by the low 32 bits of the
-//! key's hash, which the cell keeps too. Keys hash through the hashes their ids carry
-//! ([`BreakerKey::hash64`]), and a lookup recognises its key in the cell by the addresses
-//! of its ids' allocations (exact: the state holds the key, so those allocations live as
-//! long as the breaker, and no other live id can share their addresses). A key parsed
-//! anew (same ids, other allocations) is compared id by id under the breaker's lock. So
-//! a call on a breaker already in the table touches its shard's lock, control bytes and
-//! table, which stay in cache, and its cell: on 100,000 keys, one likely cache miss.
+//! Keys map to slots through shards (chosen by the key's hash), each with a table that
+//! lookups read without a lock (`table.rs`: one atomic word per entry, the low 32 bits of
+//! the key's hash beside the slot, so a lookup reads one line of it) and that only
+//! creating, evicting and clearing breakers lock. Keys hash through the hashes their ids
+//! carry ([`BreakerKey::hash64`]). A lookup pins the slot it finds (one atomic add on the
+//! cell), then recognises its key in the cell by the addresses of its ids' allocations
+//! (exact: the state holds the key, so those allocations live as long as the breaker, and
+//! no other live id can share their addresses); a key parsed anew (same ids, other
+//! allocations) is compared id by id under the breaker's lock. So a call on a breaker
+//! already in the table writes to nothing but its cell, and reads one line of its shard's
+//! table and its cell: on 100,000 keys, two likely cache misses.
 
 //! # The lock-free closed path
 //! In closed state (the state nearly every call meets) `acquire` takes no lock: every
@@ -60,13 +60,18 @@
 //! success itself.
 //!
 //! # Slots: eviction and reuse
-//! A handle *pins* its slot (a count in the cell, taken under the shard's read lock).
-//! Idle eviction ([`BreakerRegistry::evict_idle`]) drops closed, unforced breakers that
-//! nobody pins and that saw no call for the idle period, under the shard's write lock (so
-//! no lookup can pin them meanwhile), and their slots are reused by the next breakers
-//! created. [`BreakerRegistry::reset_all`] empties the tables even of pinned breakers:
-//! those are *detached*, keep working for the handles that hold them, and their slot is
-//! reused once the last of those handles is dropped. A slot's arming numbers continue
+//! A handle *pins* its slot: a count in the cell's `refs` word, taken by the lookup before
+//! it trusts what it found. The same word says whether the slot may be pinned at all: a
+//! slot that has been let go is *retired* ([`RETIRED`]: free, or about to be), and a
+//! lookup whose pin lands on a retired slot, or on a slot that now holds another key,
+//! takes its pin back and looks further (and, failing that, asks again under the table's
+//! lock). Idle eviction ([`BreakerRegistry::evict_idle`]) retires closed, unforced
+//! breakers that nobody pins and that saw no call for the idle period (it retires first,
+//! so no lookup can pin them while it looks, then removes them from their table), and
+//! their slots are reused by the next breakers created. [`BreakerRegistry::reset_all`]
+//! empties the tables even of pinned breakers: those are *detached* ([`DETACHED`]: no new
+//! pins), keep working for the handles that hold them, and are retired when the last pin
+//! (a handle's, or a passing lookup's) is taken back. A slot's arming numbers continue
 //! across reuses, so a stale lane word can never match.
 //!
 //! Slots are `u32`: past 4,294,967,295 live breakers (terabytes of them) new keys share one
@@ -74,16 +79,15 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-
-use hashbrown::HashTable;
 
 use super::config::BreakerSettings;
 use super::machine::{
     Admission, Breaker, BreakerSnapshot, FastLane, RecordEffect, Rejection, State, Transition,
 };
 use super::slab::Slab;
+use super::table::SlotTable;
 use crate::keys::{BreakerKey, ProviderId, TenantId};
 use crate::message::payload_fingerprint;
 use crate::outcome::Outcome;
@@ -115,6 +119,8 @@ const LANE_COUNT_MASK: u64 = (1 << LANE_COUNT_BITS) - 1;
 
 /// The `refs` bit of a cell that left its table while pinned (see the module doc).
 const DETACHED: u32 = 1 << 31;
+/// The `refs` bit of a cell whose slot is free or being evicted: it may not be pinned.
+const RETIRED: u32 = 1 << 30;
 
 /// Lane bounds are kept in units of 2^10 ns, rounded toward a narrower lane.
 const LANE_UNIT_BITS: u32 = 10;
@@ -145,7 +151,7 @@ struct Cell {
     key_at: [AtomicUsize; 2],
     /// The low 32 bits of the key's hash, which its shard's table files it under.
     tag: AtomicU32,
-    /// Handles pinning this cell, plus [`DETACHED`].
+    /// Pins (handles, and lookups checking the cell), plus [`DETACHED`] and [`RETIRED`].
     refs: AtomicU32,
     /// The last arming number (written under the breaker's lock only).
     armings: AtomicU32,
@@ -179,6 +185,26 @@ impl Cell {
         let [tenant, provider] = key.allocations();
         self.key_at[0].load(Ordering::Relaxed) == tenant
             && self.key_at[1].load(Ordering::Relaxed) == provider
+    }
+
+    /// Takes back a pin on `slot` (this cell's); the last pin on a detached cell retires it.
+    #[inline]
+    fn unpin(&self, slot: u32, slots: &Mutex<Slots>) {
+        if self.refs.fetch_sub(1, Ordering::AcqRel) == DETACHED | 1 {
+            self.retire_detached(slot, slots);
+        }
+    }
+
+    /// Frees `slot` (this cell's) if it is detached and nobody pins it: once, whoever of
+    /// the last pin's holder and `reset_all` gets here first.
+    #[cold]
+    fn retire_detached(&self, slot: u32, slots: &Mutex<Slots>) {
+        let retired =
+            self.refs
+                .compare_exchange(DETACHED, RETIRED, Ordering::AcqRel, Ordering::Relaxed);
+        if retired.is_ok() {
+            give_back(slots, slot);
+        }
     }
 
     /// Counts one success of `admission` at `now`, if the lane takes it.
@@ -290,38 +316,11 @@ fn locked<T>(cell: &Cell, state: &Mutex<Guarded>, f: impl FnOnce(&mut Breaker) -
     result
 }
 
-/// The hash a shard's table files a key under: its tag (the low 32 bits of its hash),
-/// twice (the table takes its positions from the low bits and its control bytes from the
-/// top seven).
-fn table_hash(tag: u32) -> u64 {
-    u64::from(tag) | (u64::from(tag) << 32)
-}
-
-/// A shard's table: the slots of its breakers, four bytes each, so that it stays small
-/// enough to sit in cache. The key is recognised in the slot's cell ([`Cell::is_made_of`],
-/// after its tag) or, failing that, read under the breaker's lock; the table is filed by
-/// the tags kept in the cells, so growing it reads the cells and takes no lock.
-type Table = HashTable<u32>;
-
 /// One shard, alone on its cache lines (128 bytes: adjacent-line prefetch pairs lines), so
-/// threads working on keys of different shards never contend for a line. Lookups share
-/// the read lock; only creating, evicting and clearing breakers write.
-#[derive(Debug)]
+/// threads creating breakers in different shards never contend for a line.
+#[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard(RwLock<Table>);
-
-impl Shard {
-    // A panic while holding a shard lock leaves the table consistent (hashbrown's
-    // operations do not unwind half-done), so poisoning is ignored.
-    #[inline]
-    fn read(&self) -> RwLockReadGuard<'_, Table> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Table> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+struct Shard(SlotTable);
 
 /// Cells per chunk of the cell slab (64 KiB) and breakers per chunk of the state slab.
 const CELL_CHUNK_BITS: u32 = 10;
@@ -371,7 +370,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         );
         locked(&overflow.0, &overflow.1, |_| ());
         BreakerRegistry {
-            shards: (0..n).map(|_| Shard(RwLock::new(Table::new()))).collect(),
+            shards: (0..n).map(|_| Shard::default()).collect(),
             cells: Slab::new(CELL_CHUNK_BITS),
             states: Slab::new(STATE_CHUNK_BITS),
             slots: Mutex::new(Slots::default()),
@@ -421,37 +420,39 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         self.states.get(slot).expect("slot created before use")
     }
 
-    /// The slot and cell of `key`'s breaker in `table`, if any (the table's lock held).
+    /// The slot and cell of `key`'s breaker in `table`, pinned. Without the table's lock,
+    /// `None` may be a miss (see `table.rs`); with it, it is exact.
     #[inline]
-    fn find(&self, table: &Table, key: &BreakerKey) -> Option<(u32, &Cell)> {
+    fn find(&self, table: &SlotTable, key: &BreakerKey) -> Option<(u32, &Cell)> {
         let tag = key.hash64() as u32; // the low bits; the shard took bits 48..
-        let mut found = None;
-        table.find(table_hash(tag), |&slot| {
-            let cell = self.cell(slot);
-            if cell.tag.load(Ordering::Relaxed) != tag {
-                return false;
-            }
-            // Not the allocations of its key: another parse of the same ids, or (one in
-            // 2^32) another key with the same tag. Compare the ids themselves.
-            let holds = cell.is_made_of(key) || lock(self.state(slot)).is_for(key);
-            if holds {
-                found = Some((slot, cell));
-            }
-            holds
-        });
-        found
+        table.find(tag, |slot| self.try_pin(slot, tag, key))
     }
 
-    /// Pins `slot` (the lock of a table naming it held) and hands out a handle on it.
+    /// Pins `slot` if it holds `key`'s breaker.
     #[inline]
-    fn pin<'r>(
+    fn try_pin(&self, slot: u32, tag: u32, key: &BreakerKey) -> Option<(u32, &Cell)> {
+        let cell = self.cell(slot);
+        // Acquire: a slot reused since the table was read is seen with its new key.
+        let before = cell.refs.fetch_add(1, Ordering::Acquire);
+        let holds = before & (RETIRED | DETACHED) == 0
+            && cell.tag.load(Ordering::Relaxed) == tag
+            // Not the allocations of its key: another parse of the same ids, or (one in
+            // 2^32) another key with the same tag. Compare the ids themselves.
+            && (cell.is_made_of(key) || lock(self.state(slot)).is_for(key));
+        if holds {
+            return Some((slot, cell));
+        }
+        cell.unpin(slot, &self.slots);
+        None
+    }
+
+    /// A handle on `slot`, pinned by the caller.
+    #[inline]
+    fn handle_on<'r>(
         &'r self,
-        slot: u32,
-        cell: &'r Cell,
+        (slot, cell): (u32, &'r Cell),
         key: Cow<'r, BreakerKey>,
     ) -> BreakerHandle<'r, O> {
-        // Relaxed: eviction and reset take the shard's write lock before they look.
-        cell.refs.fetch_add(1, Ordering::Relaxed);
         BreakerHandle {
             registry: self,
             key,
@@ -474,13 +475,15 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         key: &'r BreakerKey,
         settings: &Arc<BreakerSettings>,
     ) -> BreakerHandle<'r, O> {
-        if let Some((slot, cell)) = self.find(&self.shard(key.hash64()).read(), key) {
-            return self.pin(slot, cell, Cow::Borrowed(key));
+        let table = &self.shard(key.hash64()).0;
+        match self.find(table, key) {
+            Some(found) => self.handle_on(found, Cow::Borrowed(key)),
+            None => self.create(key, settings),
         }
-        self.create(key, settings)
     }
 
-    /// The slow half of [`BreakerRegistry::handle_with`]: `key` was not in its table.
+    /// The slow half of [`BreakerRegistry::handle_with`]: `key` was not found without the
+    /// table's lock.
     #[cold]
     #[inline(never)]
     fn create<'r>(
@@ -488,10 +491,11 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         key: &'r BreakerKey,
         settings: &Arc<BreakerSettings>,
     ) -> BreakerHandle<'r, O> {
-        let mut table = self.shard(key.hash64()).write();
-        // Another thread may have created it between the two locks.
-        if let Some((slot, cell)) = self.find(&table, key) {
-            return self.pin(slot, cell, Cow::Borrowed(key));
+        let table = &self.shard(key.hash64()).0;
+        let mut writer = table.write();
+        // It may exist after all (created meanwhile, or moved while we looked).
+        if let Some(found) = self.find(table, key) {
+            return self.handle_on(found, Cow::Borrowed(key));
         }
         let Some(slot) = self.take_slot() else {
             // Overflow handles do not pin (their breaker is never evicted).
@@ -502,8 +506,8 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
                 slot: OVERFLOW,
             };
         };
-        // The slot is new, or was given back by a breaker no table names and no handle
-        // pins: nobody else can reach it until the entry below is published.
+        // The slot is new, or retired: no table names it, no handle pins it, and passing
+        // lookups back off until it is filed again below.
         let fresh = || Guarded {
             tenant: key.tenant().clone(),
             provider: key.provider().clone(),
@@ -515,7 +519,6 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         };
         let cell = self.cells.get_or_create(slot, Cell::default);
         let state = self.states.get_or_create(slot, || Mutex::new(fresh()));
-        cell.refs.store(0, Ordering::Relaxed);
         let [tenant, provider] = key.allocations();
         cell.key_at[0].store(tenant, Ordering::Relaxed);
         cell.key_at[1].store(provider, Ordering::Relaxed);
@@ -527,28 +530,35 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
             *state = fresh();
             cell.publish(&state.breaker);
         }
-        table.insert_unique(table_hash(tag), slot, |&s| {
-            table_hash(self.cell(s).tag.load(Ordering::Relaxed))
-        });
-        self.pin(slot, cell, Cow::Borrowed(key))
+        // Open to pins (Release: a lookup that pins it sees the key above), pinned once.
+        cell.refs.fetch_and(!RETIRED, Ordering::Release);
+        cell.refs.fetch_add(1, Ordering::Relaxed);
+        writer.insert(tag, slot);
+        self.handle_on((slot, cell), Cow::Borrowed(key))
     }
 
     /// The breaker for `key` if it exists (never creates one).
     #[inline]
     pub fn get<'r>(&'r self, key: &'r BreakerKey) -> Option<BreakerHandle<'r, O>> {
-        let table = self.shard(key.hash64()).read();
-        let (slot, cell) = self.find(&table, key)?;
-        Some(self.pin(slot, cell, Cow::Borrowed(key)))
+        let table = &self.shard(key.hash64()).0;
+        let found = self.find(table, key).or_else(|| {
+            let _writer = table.write();
+            self.find(table, key)
+        })?;
+        Some(self.handle_on(found, Cow::Borrowed(key)))
     }
 
     /// Every breaker, in no particular order.
     pub fn handles(&self) -> Vec<BreakerHandle<'_, O>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let table = shard.read();
-            out.extend(table.iter().map(|&slot| {
+            let table = shard.0.write();
+            out.extend(table.slots().map(|slot| {
+                let cell = self.cell(slot);
+                // Filed, under the table's lock: neither retired nor detached.
+                cell.refs.fetch_add(1, Ordering::Relaxed);
                 let key = lock(self.state(slot)).key();
-                self.pin(slot, self.cell(slot), Cow::Owned(key))
+                self.handle_on((slot, cell), Cow::Owned(key))
             }));
         }
         out
@@ -556,7 +566,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
 
     /// Number of breakers.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| s.0.write().len()).sum()
     }
 
     /// Whether there are no breakers.
@@ -584,17 +594,23 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     pub fn evict_idle(&self, now: Timestamp, idle: Duration) -> usize {
         let mut evicted = 0;
         for shard in self.shards.iter() {
-            let mut table = shard.write();
-            table.retain(|&mut slot| {
+            shard.0.write().retain(|slot| {
                 let (cell, state) = (self.cell(slot), self.state(slot));
-                // Write lock held: no lookup can pin the cell while we look.
-                let keep = cell.refs.load(Ordering::Acquire) != 0
-                    || !locked(cell, state, |b| b.is_evictable(now, idle));
-                if !keep {
-                    give_back(&self.slots, slot);
-                    evicted += 1;
+                // Retired first, so that no lookup pins it while we look.
+                let unpinned = cell
+                    .refs
+                    .compare_exchange(0, RETIRED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok();
+                if !unpinned {
+                    return true;
                 }
-                keep
+                if !locked(cell, state, |b| b.is_evictable(now, idle)) {
+                    cell.refs.fetch_and(!RETIRED, Ordering::Release);
+                    return true;
+                }
+                give_back(&self.slots, slot);
+                evicted += 1;
+                false
             });
         }
         evicted
@@ -609,10 +625,10 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
         let (cell, state) = &self.overflow;
         locked(cell, state, |b| b.reset(now, &mut |_| ()));
         for shard in self.shards.iter() {
-            for slot in shard.write().drain() {
+            for slot in shard.0.write().drain() {
                 let cell = self.cell(slot);
                 if cell.refs.fetch_or(DETACHED, Ordering::AcqRel) == 0 {
-                    give_back(&self.slots, slot); // no holder: free now
+                    cell.retire_detached(slot, &self.slots); // no holder: free now
                 }
             }
         }
@@ -632,7 +648,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     }
 }
 
-/// Returns `slot` for reuse: no table names it and no handle pins it.
+/// Returns `slot` for reuse: retired, no table names it and no handle pins it.
 #[cold]
 fn give_back(slots: &Mutex<Slots>, slot: u32) {
     let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -660,12 +676,8 @@ pub struct BreakerHandle<'r, O> {
 impl<O> Drop for BreakerHandle<'_, O> {
     #[inline]
     fn drop(&mut self) {
-        if self.slot == OVERFLOW {
-            return;
-        }
-        if self.cell.refs.fetch_sub(1, Ordering::AcqRel) == DETACHED | 1 {
-            // The last holder of a breaker that left its table: the slot is free.
-            give_back(&self.registry.slots, self.slot);
+        if self.slot != OVERFLOW {
+            self.cell.unpin(self.slot, &self.registry.slots);
         }
     }
 }
@@ -975,6 +987,96 @@ mod tests {
         assert_eq!((snap.stats.successes, snap.window.calls), (0, 0));
         h.acquire(later).unwrap().record(Outcome::Success, later);
         assert_eq!(h.snapshot(later).stats.successes, 1);
+    }
+
+    /// Lookups without a lock race with creation (the table growing), eviction and
+    /// `reset_all`: a handle must always hold its own key's breaker, and every slot must end
+    /// up either filed or free, once.
+    #[test]
+    fn lookups_racing_with_growth_eviction_and_reset_only_ever_pin_their_own_breaker() {
+        use std::sync::atomic::AtomicBool;
+        const ROUNDS: u32 = 2_000;
+        let reg = BreakerRegistry::new(
+            BreakerConfig::default()
+                .validate(Duration::from_secs(2))
+                .unwrap(),
+            1,
+            3,
+            NoopObserver,
+        );
+        let keys: Vec<BreakerKey> = (0..48).map(|i| key(&format!("k{i}"))).collect();
+        let (done, rounds, evicted) = (
+            AtomicBool::new(false),
+            AtomicU32::new(0),
+            AtomicUsize::new(0),
+        );
+        let t = Timestamp::from_millis(1);
+        std::thread::scope(|scope| {
+            for worker in 0..3u64 {
+                let (reg, keys, done, rounds) = (&reg, &keys, &done, &rounds);
+                scope.spawn(move || {
+                    use crate::rng::JitterRng as _;
+                    let mut rng = crate::rng::SplitMix64::new(worker);
+                    // Until the churn below has run its rounds, and a while at least.
+                    let mut i = 0u64;
+                    // Some handles are kept a while, so that a slot wrongly pinned would be
+                    // reused under them.
+                    let mut held = std::collections::VecDeque::new();
+                    while i < 20_000 || rounds.load(Ordering::Relaxed) < ROUNDS {
+                        i += 1;
+                        let n = rng.next_u64() as usize % keys.len();
+                        let k = &keys[n];
+                        let h = reg.handle(k);
+                        assert!(
+                            lock(reg.state(h.slot)).is_for(k),
+                            "{k} pinned another breaker"
+                        );
+                        h.acquire(t).unwrap().record(Outcome::Success, t);
+                        held.push_back((k, h));
+                        if held.len() > 4 {
+                            let (k, h) = held.pop_front().unwrap();
+                            assert!(lock(reg.state(h.slot)).is_for(k), "{k} lost its breaker");
+                        }
+                        // Now and then a key parsed anew: found by its ids, not its allocations.
+                        if i.is_multiple_of(7) {
+                            let again = key(&format!("k{n}"));
+                            let h = reg.handle(&again);
+                            assert!(
+                                lock(reg.state(h.slot)).is_for(&again),
+                                "{again} (parsed anew)"
+                            );
+                        }
+                    }
+                    done.store(true, Ordering::Relaxed);
+                });
+            }
+            scope.spawn(|| {
+                let mut round = 0u32;
+                while round < ROUNDS || !done.load(Ordering::Relaxed) {
+                    round += 1;
+                    rounds.store(round, Ordering::Relaxed);
+                    // New keys make the table grow; evicting everything idle empties it.
+                    for j in 0..16 {
+                        drop(reg.handle(&key(&format!("n{round}-{j}"))));
+                    }
+                    evicted.fetch_add(
+                        reg.evict_idle(t.add(HOUR), Duration::ZERO),
+                        Ordering::Relaxed,
+                    );
+                    if round.is_multiple_of(16) {
+                        reg.reset_all(t);
+                    }
+                }
+            });
+        });
+        assert!(evicted.into_inner() > ROUNDS as usize, "the churn evicted");
+        let filed = reg.len();
+        let slots = reg.slots.lock().unwrap();
+        let mut free = slots.free.clone();
+        free.sort_unstable();
+        free.dedup();
+        assert_eq!(free.len(), slots.free.len(), "a slot was given back twice");
+        assert_eq!(slots.next as usize, filed + free.len(), "a slot was lost");
     }
 
     #[test]
