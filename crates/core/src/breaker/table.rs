@@ -9,18 +9,21 @@
 //! as "ask again under [`SlotTable::write`]", whose answers are exact, since every change
 //! to the table is made under that lock.
 //!
-//! Growing moves the entries to a new array twice the size, published by one store; the
-//! older arrays stay alive until the table drops (a reader may still be probing one), which
-//! at most doubles the table's memory. Tombstones left by removals are cleared by rebuilding
-//! the array in place.
+//! The table's words live in parts that never move: part 0 holds the first [`FIRST`]
+//! positions, part `p` the next `FIRST << (p - 1)`, so a table of `FIRST << n` positions is
+//! parts `0..=n`. Growing adds the next part (doubling the table), moves every entry to its
+//! position in the doubled table and only then publishes the new size; tombstones left by
+//! removals are cleared the same way, in place. A reader probing meanwhile may miss (see
+//! above), but never reads freed memory, and no memory is kept beyond the table in use.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// Entries of the first array (level 0); level `l` has `FIRST << l`.
+/// Positions in part 0.
 const FIRST_BITS: u32 = 3;
-/// Levels up to 2^33 entries: room for every `u32` slot.
-const LEVELS: usize = 31;
+const FIRST: usize = 1 << FIRST_BITS;
+/// Parts up to 2^33 positions: room for every `u32` slot.
+const PARTS: usize = 31;
 
 /// No entry here, nor further along this probe sequence.
 const EMPTY: u64 = 0;
@@ -37,9 +40,21 @@ fn slot_of(entry: u64) -> Option<u32> {
     (entry as u32).checked_sub(1)
 }
 
-/// What the writers keep: how full the current array is.
+/// Where position `at` lives: (part, offset in the part).
+#[inline]
+fn locate(at: usize) -> (usize, usize) {
+    match at >> FIRST_BITS {
+        0 => (0, at),
+        q => {
+            let part = (usize::BITS - q.leading_zeros()) as usize; // q in [2^(part-1), 2^part)
+            (part, at - (FIRST << (part - 1)))
+        }
+    }
+}
+
+/// What the writers keep: how full the table is.
 #[derive(Debug, Default)]
-pub(crate) struct Census {
+struct Census {
     live: usize,
     tombstones: usize,
 }
@@ -47,46 +62,63 @@ pub(crate) struct Census {
 /// See the module doc.
 #[derive(Debug)]
 pub(crate) struct SlotTable {
-    /// The level of the array in use.
-    current: AtomicUsize,
-    levels: [OnceLock<Box<[AtomicU64]>>; LEVELS],
+    /// The last part in use: the table has `FIRST << last` positions.
+    last: AtomicUsize,
+    parts: [OnceLock<Box<[AtomicU64]>>; PARTS],
     census: Mutex<Census>,
 }
 
-fn array(level: usize) -> Box<[AtomicU64]> {
-    (0..FIRST << level).map(|_| AtomicU64::new(EMPTY)).collect()
-}
-
-const FIRST: usize = 1 << FIRST_BITS;
-
 impl Default for SlotTable {
     fn default() -> Self {
-        let levels = std::array::from_fn(|_| OnceLock::new());
         let table = SlotTable {
-            current: AtomicUsize::new(0),
-            levels,
+            last: AtomicUsize::new(0),
+            parts: std::array::from_fn(|_| OnceLock::new()),
             census: Mutex::new(Census::default()),
         };
-        let _ = table.levels[0].set(array(0));
+        let _ = table.parts[0].set(empty_words(FIRST));
         table
     }
 }
 
+fn empty_words(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(EMPTY)).collect()
+}
+
 impl SlotTable {
-    /// The array in use.
+    /// The word at `at`, if its part exists (every position below the published size has
+    /// one: a part is created before the size that reaches it is published).
     #[inline]
-    fn entries(&self) -> &[AtomicU64] {
-        let level = self.current.load(Ordering::Acquire);
-        // The level is published after its array is set.
-        self.levels[level].get().map_or(&[], |a| a)
+    fn word(&self, at: usize) -> Option<&AtomicU64> {
+        let (part, offset) = locate(at);
+        self.parts.get(part)?.get()?.get(offset)
+    }
+
+    /// The positions in use.
+    #[inline]
+    fn len(&self) -> usize {
+        FIRST << self.last.load(Ordering::Acquire)
     }
 
     /// The first `Some` that `check` returns for the slots filed under `tag`, in probe
     /// order; `None` if there is none. Lock-free: see the module doc for what a reader may
     /// see without the writers' lock; with it held, the answer is exact.
     #[inline]
-    pub(crate) fn find<T>(&self, tag: u32, check: impl FnMut(u32) -> Option<T>) -> Option<T> {
-        probe(self.entries(), tag, check)
+    pub(crate) fn find<T>(&self, tag: u32, mut check: impl FnMut(u32) -> Option<T>) -> Option<T> {
+        let len = self.len();
+        let mut at = tag as usize & (len - 1);
+        for _ in 0..len {
+            let word = self.word(at)?.load(Ordering::Acquire);
+            if word == EMPTY {
+                return None;
+            }
+            if (word >> 32) as u32 == tag
+                && let Some(found) = slot_of(word).and_then(&mut check)
+            {
+                return Some(found);
+            }
+            at = (at + 1) & (len - 1);
+        }
+        None
     }
 
     /// The writers' lock: every change goes through it.
@@ -96,25 +128,15 @@ impl SlotTable {
             census: self.census.lock().unwrap_or_else(PoisonError::into_inner),
         }
     }
-}
 
-#[inline]
-fn probe<T>(entries: &[AtomicU64], tag: u32, mut check: impl FnMut(u32) -> Option<T>) -> Option<T> {
-    let mask = entries.len().wrapping_sub(1);
-    let mut at = tag as usize & mask;
-    for _ in 0..entries.len() {
-        let word = entries[at].load(Ordering::Acquire);
-        if word == EMPTY {
-            return None;
-        }
-        if (word >> 32) as u32 == tag
-            && let Some(found) = slot_of(word).and_then(&mut check)
-        {
-            return Some(found);
-        }
-        at = (at + 1) & mask;
+    /// Every word in use.
+    fn words(&self) -> impl Iterator<Item = &AtomicU64> {
+        let last = self.last.load(Ordering::Acquire);
+        self.parts[..=last]
+            .iter()
+            .filter_map(OnceLock::get)
+            .flat_map(|part| part.iter())
     }
-    None
 }
 
 /// The table under its writers' lock.
@@ -127,70 +149,69 @@ impl TableWriter<'_> {
     /// Files `slot` under `tag` (not filed yet). Published with a releasing store: whoever
     /// finds it sees what was written before.
     pub(crate) fn insert(&mut self, tag: u32, slot: u32) {
-        let len = self.table.entries().len();
         // At most 7/8 full, tombstones included, so probe sequences stay short and end.
-        if (self.census.live + self.census.tombstones + 1) * 8 > len * 7 {
+        if (self.census.live + self.census.tombstones + 1) * 8 > self.table.len() * 7 {
             self.make_room();
         }
-        let entries = self.table.entries();
-        let mask = entries.len() - 1;
-        let mut at = tag as usize & mask;
-        loop {
-            let word = entries[at].load(Ordering::Relaxed);
-            if slot_of(word).is_none() {
-                if word == TOMBSTONE {
+        self.place(entry(tag, slot), self.table.len());
+        self.census.live += 1;
+    }
+
+    /// Stores `word` at the first position without a live entry along its probe sequence
+    /// in a table of `len` positions.
+    fn place(&mut self, word: u64, len: usize) {
+        let mut at = (word >> 32) as usize & (len - 1);
+        for _ in 0..len {
+            let Some(here) = self.table.word(at) else {
+                return; // unreachable: `len` positions exist
+            };
+            let old = here.load(Ordering::Relaxed);
+            if slot_of(old).is_none() {
+                if old == TOMBSTONE {
                     self.census.tombstones -= 1;
                 }
-                entries[at].store(entry(tag, slot), Ordering::Release);
-                self.census.live += 1;
+                here.store(word, Ordering::Release);
                 return;
             }
-            at = (at + 1) & mask;
+            at = (at + 1) & (len - 1);
         }
     }
 
-    /// Rebuilds the array without its tombstones, in a new array twice the size if more
-    /// than half of it is live.
+    /// Clears the tombstones, doubling the table if more than half of it is live.
     #[cold]
     fn make_room(&mut self) {
-        let live: Vec<u64> = self.live_entries().collect();
-        let level = self.table.current.load(Ordering::Relaxed);
-        let grow = (live.len() + 1) * 2 > FIRST << level && level + 1 < LEVELS;
-        let target = if grow {
-            let next = array(level + 1);
-            let _ = self.table.levels[level + 1].set(next);
-            level + 1
-        } else {
-            // Readers probing meanwhile may miss: they ask again under this lock.
-            for word in self.table.entries() {
-                word.store(EMPTY, Ordering::Relaxed);
-            }
-            level
-        };
-        let entries = self.table.levels[target].get().map_or(&[][..], |a| a);
-        let mask = entries.len() - 1;
-        for word in live {
-            let mut at = (word >> 32) as usize & mask;
-            while entries[at].load(Ordering::Relaxed) != EMPTY {
-                at = (at + 1) & mask;
-            }
-            entries[at].store(word, Ordering::Release);
+        let live: Vec<u64> = self.live_words().collect();
+        let last = self.table.last.load(Ordering::Relaxed);
+        let grow = (live.len() + 1) * 2 > self.table.len() && last + 1 < PARTS;
+        // Readers probing meanwhile may miss: they ask again under this lock.
+        for word in self.table.words() {
+            word.store(EMPTY, Ordering::Relaxed);
         }
-        self.table.current.store(target, Ordering::Release);
         self.census.tombstones = 0;
+        let len = if grow {
+            let _ = self.table.parts[last + 1].set(empty_words(FIRST << last));
+            self.table.len() * 2
+        } else {
+            self.table.len()
+        };
+        for word in live {
+            self.place(word, len);
+        }
+        if grow {
+            self.table.last.store(last + 1, Ordering::Release);
+        }
     }
 
-    fn live_entries(&self) -> impl Iterator<Item = u64> + '_ {
+    fn live_words(&self) -> impl Iterator<Item = u64> + '_ {
         self.table
-            .entries()
-            .iter()
+            .words()
             .map(|w| w.load(Ordering::Relaxed))
             .filter(|&w| slot_of(w).is_some())
     }
 
     /// The slots filed.
     pub(crate) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.live_entries().filter_map(slot_of)
+        self.live_words().filter_map(slot_of)
     }
 
     /// How many slots are filed.
@@ -200,7 +221,7 @@ impl TableWriter<'_> {
 
     /// Keeps the slots for which `keep` says so.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
-        for word in self.table.entries() {
+        for word in self.table.words() {
             let Some(slot) = slot_of(word.load(Ordering::Relaxed)) else {
                 continue;
             };
@@ -215,7 +236,7 @@ impl TableWriter<'_> {
     /// Removes every slot, returning them.
     pub(crate) fn drain(&mut self) -> Vec<u32> {
         let slots = self.slots().collect();
-        for word in self.table.entries() {
+        for word in self.table.words() {
             word.store(EMPTY, Ordering::Release);
         }
         *self.census = Census::default();
@@ -237,6 +258,29 @@ mod tests {
     }
 
     #[test]
+    fn positions_map_to_distinct_words_part_by_part() {
+        let mut seen = std::collections::HashSet::new();
+        for at in 0..FIRST << 12 {
+            let (part, offset) = locate(at);
+            let size = if part == 0 {
+                FIRST
+            } else {
+                FIRST << (part - 1)
+            };
+            assert!(offset < size, "{at}");
+            assert!(seen.insert((part, offset)), "{at}");
+            assert!(
+                FIRST << part > at,
+                "{at} is inside a table of parts 0..={part}"
+            );
+        }
+        assert_eq!(
+            locate((FIRST << (PARTS - 1)) - 1),
+            (PARTS - 1, (FIRST << (PARTS - 2)) - 1)
+        );
+    }
+
+    #[test]
     fn slots_are_found_under_their_tags_through_growth_removal_and_rebuilds() {
         let table = SlotTable::default();
         let mut model = std::collections::BTreeMap::<u32, Vec<u32>>::new();
@@ -251,7 +295,7 @@ mod tests {
         for i in 0..2_000u32 {
             table.write().insert(tag(i), i);
             model.entry(tag(i)).or_default().push(i);
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 let gone = i / 2;
                 table.write().retain(|s| s != gone);
                 for slots in model.values_mut() {
@@ -267,7 +311,12 @@ mod tests {
         let w = table.write();
         assert_eq!(w.len(), model.values().map(Vec::len).sum::<usize>());
         assert_eq!(w.slots().count(), w.len());
-        assert!(table.entries().len() <= 4096, "{}", table.entries().len());
+        assert_eq!(table.len(), 2048, "1,333 live slots at most 7/8 full");
+        assert_eq!(
+            table.words().count(),
+            2048,
+            "no words beyond the table in use"
+        );
     }
 
     #[test]
@@ -277,7 +326,7 @@ mod tests {
             table.write().insert(round, round);
             table.write().retain(|s| s != round);
         }
-        assert_eq!(table.current.load(Ordering::Relaxed), 0, "never grew");
+        assert_eq!(table.len(), FIRST, "never grew");
         let mut w = table.write();
         assert_eq!(w.len(), 0);
         w.insert(3, 3);
