@@ -541,7 +541,11 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     #[inline]
     pub fn get<'r>(&'r self, key: &'r BreakerKey) -> Option<BreakerHandle<'r, O>> {
         let table = &self.shard(key.hash64()).0;
+        let version = table.version();
         let found = self.find(table, key).or_else(|| {
+            if table.unchanged_since(version) {
+                return None; // a true miss: no writer came between
+            }
             let _writer = table.write();
             self.find(table, key)
         })?;

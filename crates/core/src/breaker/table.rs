@@ -15,8 +15,12 @@
 //! position in the doubled table and only then publishes the new size; tombstones left by
 //! removals are cleared the same way, in place. A reader probing meanwhile may miss (see
 //! above), but never reads freed memory, and no memory is kept beyond the table in use.
+//!
+//! A reader can also tell a true miss without the lock: the table counts the times its
+//! writers' lock was taken and released ([`SlotTable::version`]), and a miss during which
+//! that count stood still and even is exact ([`SlotTable::unchanged_since`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// Positions in part 0.
@@ -65,6 +69,8 @@ pub(crate) struct SlotTable {
     /// The last part in use: the table has `FIRST << last` positions.
     last: AtomicUsize,
     parts: [OnceLock<Box<[AtomicU64]>>; PARTS],
+    /// Odd while a writer holds the lock; moves on with every writer.
+    version: AtomicU64,
     census: Mutex<Census>,
 }
 
@@ -73,6 +79,7 @@ impl Default for SlotTable {
         let table = SlotTable {
             last: AtomicUsize::new(0),
             parts: std::array::from_fn(|_| OnceLock::new()),
+            version: AtomicU64::new(0),
             census: Mutex::new(Census::default()),
         };
         let _ = table.parts[0].set(empty_words(FIRST));
@@ -123,10 +130,27 @@ impl SlotTable {
 
     /// The writers' lock: every change goes through it.
     pub(crate) fn write(&self) -> TableWriter<'_> {
+        let census = self.census.lock().unwrap_or_else(PoisonError::into_inner);
+        self.version.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release); // the odd count is seen before any change it covers
         TableWriter {
             table: self,
-            census: self.census.lock().unwrap_or_else(PoisonError::into_inner),
+            census,
         }
+    }
+
+    /// Where the writers stand, to be read before a [`SlotTable::find`].
+    #[inline]
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Whether no writer held the lock between [`SlotTable::version`] (which returned
+    /// `version`) and now: then a `None` from a `find` made in between is exact.
+    #[inline]
+    pub(crate) fn unchanged_since(&self, version: u64) -> bool {
+        fence(Ordering::Acquire); // the find's reads happen before the count is read again
+        version.is_multiple_of(2) && self.version.load(Ordering::Relaxed) == version
     }
 
     /// Every word in use.
@@ -143,6 +167,13 @@ impl SlotTable {
 pub(crate) struct TableWriter<'t> {
     table: &'t SlotTable,
     census: MutexGuard<'t, Census>,
+}
+
+impl Drop for TableWriter<'_> {
+    fn drop(&mut self) {
+        // Even again, after every change (the lock is released after this).
+        self.table.version.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl TableWriter<'_> {
@@ -317,6 +348,22 @@ mod tests {
             2048,
             "no words beyond the table in use"
         );
+    }
+
+    #[test]
+    fn a_miss_is_known_exact_only_if_no_writer_came_between() {
+        let table = SlotTable::default();
+        let before = table.version();
+        assert!(all(&table, 1).is_empty());
+        assert!(table.unchanged_since(before));
+        table.write().insert(1, 1);
+        assert!(!table.unchanged_since(before), "a writer came between");
+        let writer = table.write();
+        let during = table.version();
+        assert!(!table.unchanged_since(during), "a writer holds the lock");
+        drop(writer);
+        let after = table.version();
+        assert!(table.unchanged_since(after));
     }
 
     #[test]
