@@ -1083,6 +1083,48 @@ mod tests {
         assert_eq!(slots.next as usize, filed + free.len(), "a slot was lost");
     }
 
+    /// `get` answers without the lock while the table grows, rebuilds and loses evicted
+    /// breakers around the key: a breaker that exists is always found, one that does not
+    /// never is.
+    #[test]
+    fn get_is_exact_while_the_table_changes_around_the_key() {
+        use std::sync::atomic::AtomicBool;
+        let reg = BreakerRegistry::new(
+            BreakerConfig::default()
+                .validate(Duration::from_secs(2))
+                .unwrap(),
+            1,
+            5,
+            NoopObserver,
+        );
+        let (kept, never) = (key("kept"), key("never"));
+        let held = reg.handle(&kept); // pinned: never evicted
+        let done = AtomicBool::new(false);
+        let t = Timestamp::from_millis(1);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for round in 0..3_000u32 {
+                    for j in 0..8 {
+                        drop(reg.handle(&key(&format!("n{round}-{j}"))));
+                    }
+                    if round % 4 == 3 {
+                        reg.evict_idle(t.add(HOUR), Duration::ZERO);
+                    }
+                }
+                done.store(true, Ordering::Relaxed);
+            });
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    while !done.load(Ordering::Relaxed) {
+                        let found = reg.get(&kept).expect("a breaker that exists is found");
+                        assert_eq!(found.slot, held.slot);
+                        assert!(reg.get(&never).is_none());
+                    }
+                });
+            }
+        });
+    }
+
     #[test]
     fn past_the_last_slot_new_keys_share_the_overflow_breaker() {
         let reg = registry();
