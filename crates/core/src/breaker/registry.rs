@@ -178,8 +178,9 @@ impl LaneLimits {
 impl Cell {
     /// Whether `key` is made of the allocations of this cell's key. Exact: this cell's key
     /// (held in its slot's state) keeps its allocations alive, and two live allocations
-    /// never share an address. Read under the lock of a shard whose table names the slot,
-    /// which orders it after the slot's creation and before its reuse.
+    /// never share an address. Read by a holder of a pin that found the slot neither
+    /// retired nor detached (see `try_pin`), which orders it after the slot's creation and
+    /// before its reuse.
     #[inline]
     fn is_made_of(&self, key: &BreakerKey) -> bool {
         let [tenant, provider] = key.allocations();
@@ -203,7 +204,7 @@ impl Cell {
             self.refs
                 .compare_exchange(DETACHED, RETIRED, Ordering::AcqRel, Ordering::Relaxed);
         if retired.is_ok() {
-            give_back(slots, slot);
+            give_back(slots, [slot]);
         }
     }
 
@@ -596,7 +597,7 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     /// Drops breakers that are closed, not forced, not held by anyone and idle for `idle`.
     /// Returns how many were dropped.
     pub fn evict_idle(&self, now: Timestamp, idle: Duration) -> usize {
-        let mut evicted = 0;
+        let (mut evicted, mut count) = (Vec::new(), 0);
         for shard in self.shards.iter() {
             shard.0.write().retain(|slot| {
                 let (cell, state) = (self.cell(slot), self.state(slot));
@@ -612,12 +613,14 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
                     cell.refs.fetch_and(!RETIRED, Ordering::Release);
                     return true;
                 }
-                give_back(&self.slots, slot);
-                evicted += 1;
+                evicted.push(slot);
                 false
             });
+            // Given back once no table names them (another shard may reuse them at once).
+            count += evicted.len();
+            give_back(&self.slots, evicted.drain(..));
         }
-        evicted
+        count
     }
 
     /// Removes every breaker (tests and `reset all`). Handles still held keep working on
@@ -652,11 +655,11 @@ impl<O: BreakerObserver> BreakerRegistry<O> {
     }
 }
 
-/// Returns `slot` for reuse: retired, no table names it and no handle pins it.
+/// Returns `freed` for reuse: retired slots that no table names and no handle pins.
 #[cold]
-fn give_back(slots: &Mutex<Slots>, slot: u32) {
+fn give_back(slots: &Mutex<Slots>, freed: impl IntoIterator<Item = u32>) {
     let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
-    slots.free.push(slot);
+    slots.free.extend(freed);
 }
 
 /// The part of a breaker's jitter seed that comes from its key: stable across processes
@@ -870,6 +873,16 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    /// Runs its closure when dropped, panicking or not: a stress thread that fails must
+    /// still release the threads waiting on it, so the test fails instead of hanging.
+    struct OnExit<F: FnMut()>(F);
+
+    impl<F: FnMut()> Drop for OnExit<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+
     #[test]
     fn an_evicted_breakers_slot_serves_the_next_key_with_a_fresh_breaker() {
         let reg = registry();
@@ -1000,11 +1013,12 @@ mod tests {
     fn lookups_racing_with_growth_eviction_and_reset_only_ever_pin_their_own_breaker() {
         use std::sync::atomic::AtomicBool;
         const ROUNDS: u32 = 2_000;
+        // Two shards: a slot evicted from one may be reused by the other at once.
         let reg = BreakerRegistry::new(
             BreakerConfig::default()
                 .validate(Duration::from_secs(2))
                 .unwrap(),
-            1,
+            2,
             3,
             NoopObserver,
         );
@@ -1020,6 +1034,7 @@ mod tests {
                 let (reg, keys, done, rounds) = (&reg, &keys, &done, &rounds);
                 scope.spawn(move || {
                     use crate::rng::JitterRng as _;
+                    let _done = OnExit(|| done.store(true, Ordering::Relaxed));
                     let mut rng = crate::rng::SplitMix64::new(worker);
                     // Until the churn below has run its rounds, and a while at least.
                     let mut i = 0u64;
@@ -1051,10 +1066,10 @@ mod tests {
                             );
                         }
                     }
-                    done.store(true, Ordering::Relaxed);
                 });
             }
             scope.spawn(|| {
+                let _release = OnExit(|| rounds.store(u32::MAX, Ordering::Relaxed));
                 let mut round = 0u32;
                 while round < ROUNDS || !done.load(Ordering::Relaxed) {
                     round += 1;
@@ -1103,6 +1118,7 @@ mod tests {
         let t = Timestamp::from_millis(1);
         std::thread::scope(|scope| {
             scope.spawn(|| {
+                let _done = OnExit(|| done.store(true, Ordering::Relaxed));
                 for round in 0..3_000u32 {
                     for j in 0..8 {
                         drop(reg.handle(&key(&format!("n{round}-{j}"))));
@@ -1111,7 +1127,6 @@ mod tests {
                         reg.evict_idle(t.add(HOUR), Duration::ZERO);
                     }
                 }
-                done.store(true, Ordering::Relaxed);
             });
             for _ in 0..2 {
                 scope.spawn(|| {
