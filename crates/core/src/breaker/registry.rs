@@ -860,10 +860,14 @@ mod tests {
     }
 
     fn registry() -> BreakerRegistry<NoopObserver> {
+        registry_of(2)
+    }
+
+    fn registry_of(shards: usize) -> BreakerRegistry<NoopObserver> {
         let settings = BreakerConfig::default()
             .validate(Duration::from_secs(2))
             .unwrap();
-        BreakerRegistry::new(settings, 2, 7, NoopObserver)
+        BreakerRegistry::new(settings, shards, 7, NoopObserver)
     }
 
     fn fail(handle: &BreakerHandle<'_, NoopObserver>, at: Timestamp) {
@@ -1014,14 +1018,7 @@ mod tests {
         use std::sync::atomic::AtomicBool;
         const ROUNDS: u32 = 2_000;
         // Two shards: a slot evicted from one may be reused by the other at once.
-        let reg = BreakerRegistry::new(
-            BreakerConfig::default()
-                .validate(Duration::from_secs(2))
-                .unwrap(),
-            2,
-            3,
-            NoopObserver,
-        );
+        let reg = registry_of(2);
         let keys: Vec<BreakerKey> = (0..48).map(|i| key(&format!("k{i}"))).collect();
         let (done, rounds, evicted) = (
             AtomicBool::new(false),
@@ -1104,14 +1101,7 @@ mod tests {
     #[test]
     fn get_is_exact_while_the_table_changes_around_the_key() {
         use std::sync::atomic::AtomicBool;
-        let reg = BreakerRegistry::new(
-            BreakerConfig::default()
-                .validate(Duration::from_secs(2))
-                .unwrap(),
-            1,
-            5,
-            NoopObserver,
-        );
+        let reg = registry_of(1);
         let (kept, never) = (key("kept"), key("never"));
         let held = reg.handle(&kept); // pinned: never evicted
         let done = AtomicBool::new(false);
